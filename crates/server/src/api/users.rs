@@ -1,0 +1,163 @@
+//! Users and their personal access tokens.
+
+use axum::Json;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use glagent_core::secret;
+use glagent_store::{NewPersonalAccessToken, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Caller, SCOPES};
+use super::entities;
+use super::error::{ApiError, ApiResult};
+use super::input::{PageQuery, Params, opt_bool, string_list};
+use super::paginated;
+use crate::state::AppState;
+
+pub async fn current(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+    Json(entities::user(&state, &caller.user, true))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Response> {
+    let page = page.page();
+    let users = state.store.list_users(page).await?;
+    let admin = caller.user.admin();
+    let items = users.items.iter().map(|u| entities::user(&state, u, admin)).collect();
+    Ok(paginated(&state, &uri, page, users.total, items))
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(user_id): Path<i64>) -> ApiResult<Json<Value>> {
+    let user = state
+        .store
+        .user(user_id)
+        .await
+        .map_err(|_| ApiError::NotFound("User"))?;
+    Ok(Json(entities::user(&state, &user, caller.user.admin())))
+}
+
+#[derive(Deserialize)]
+pub struct NewUserParams {
+    username: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    #[serde(default, deserialize_with = "opt_bool")]
+    admin: Option<bool>,
+    // Accepted for compatibility; glagent users sign in with tokens only.
+    #[allow(dead_code)]
+    password: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(params): Params<NewUserParams>,
+) -> ApiResult<Response> {
+    if !caller.user.admin() {
+        return Err(ApiError::ForbiddenBecause(
+            "only administrators can create users".into(),
+        ));
+    }
+    let username = params
+        .username
+        .ok_or_else(|| ApiError::BadRequest("username is missing".into()))?;
+    glagent_core::names::validate_path(&username).map_err(|e| ApiError::BadRequest(format!("username: {e}")))?;
+    let user = crate::bootstrap::create_user(
+        &state.store,
+        &username,
+        params.name.as_deref().unwrap_or(&username),
+        params.email.as_deref().unwrap_or(""),
+        params.admin.unwrap_or(false),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(entities::user(&state, &user, true))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenParams {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "string_list")]
+    scopes: Vec<String>,
+    expires_at: Option<String>,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<i64>,
+    Params(params): Params<NewTokenParams>,
+) -> ApiResult<Response> {
+    if !caller.user.admin() {
+        return Err(ApiError::ForbiddenBecause(
+            "only administrators can create tokens for users".into(),
+        ));
+    }
+    let user = match state.store.user(user_id).await {
+        Ok(user) => user,
+        Err(StoreError::NotFound) => return Err(ApiError::NotFound("User")),
+        Err(other) => return Err(other.into()),
+    };
+    let name = params
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("name is missing".into()))?;
+    validate_scopes(&params.scopes)?;
+    if let Some(date) = &params.expires_at {
+        validate_date(date)?;
+    }
+    let token = secret::new_personal_access_token();
+    let record = state
+        .store
+        .create_personal_access_token(&NewPersonalAccessToken {
+            user_id: user.id,
+            name,
+            scopes: params.scopes.clone(),
+            token_digest: token.digest(),
+            expires_at: params.expires_at.clone(),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.id,
+            "name": record.name,
+            "revoked": false,
+            "created_at": record.created_at,
+            "scopes": record.scope_list(),
+            "user_id": user.id,
+            "active": true,
+            "expires_at": record.expires_at,
+            "token": token.expose(),
+        })),
+    )
+        .into_response())
+}
+
+pub fn validate_scopes(scopes: &[String]) -> ApiResult<()> {
+    if scopes.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "scopes is missing: give one or more of {}",
+            SCOPES.join(", ")
+        )));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "scopes: {bad:?} is not a scope; use {}",
+            SCOPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_date(date: &str) -> ApiResult<()> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(date, format)
+        .map(|_| ())
+        .map_err(|_| ApiError::BadRequest(format!("expires_at: {date:?} is not a date; use YYYY-MM-DD")))
+}

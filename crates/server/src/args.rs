@@ -1,0 +1,89 @@
+//! Command-line flags of `kas`. Every flag can also be set from the
+//! environment, as the chart and container platforms prefer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The glagent agent server: the GitLab-compatible API, Git repositories and
+/// the endpoint that agents connect to.
+#[derive(Debug, Parser)]
+#[command(name = "kas", version = glagent_core::VERSION)]
+pub struct Cli {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    /// Administration without a running server: users and tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Where kas keeps its state.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the SQLite database, Git repositories, generated TLS
+    /// material and the initial root token.
+    #[arg(long, env = "KAS_DATA_DIR", default_value = "kas-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Database URL: postgres://user:pass@host/db for a database shared by
+    /// several replicas. Default: SQLite in the data directory.
+    #[arg(long, env = "KAS_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for the API, Git over HTTP and agents.
+    #[arg(long, env = "KAS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// The URL users and agents reach kas at. Default: https://<listen>.
+    /// An http:// URL serves plain HTTP (for a TLS-terminating proxy in front).
+    #[arg(long, env = "KAS_EXTERNAL_URL")]
+    pub external_url: Option<url::Url>,
+    /// PEM certificate chain to serve. Default: a certificate signed by a CA
+    /// generated in <data-dir>/tls (trust <data-dir>/tls/ca.crt).
+    #[arg(long, env = "KAS_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for --tls-cert-file.
+    #[arg(long, env = "KAS_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user; prints it as JSON.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create a personal access token for a user; prints the token.
+    CreateToken {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Comma-separated scopes: api, read_api, k8s_proxy, read_repository, write_repository.
+        #[arg(long, default_value = "api", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Expiry date, YYYY-MM-DD.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+}

@@ -1,0 +1,84 @@
+//! First start: the `root` administrator and its token, written to
+//! `<data-dir>/initial_root_token` like GitLab's initial_root_password.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use glagent_core::secret::{self, Secret};
+use glagent_store::{NamespaceKind, NewNamespace, NewPersonalAccessToken, NewUser, Store, StoreError, User};
+
+use crate::tls::write_private;
+
+/// Creates a user with its personal namespace.
+pub async fn create_user(
+    store: &Store,
+    username: &str,
+    name: &str,
+    email: &str,
+    admin: bool,
+) -> Result<User, StoreError> {
+    if store.namespace_by_full_path(username).await.is_ok() {
+        return Err(StoreError::Conflict(format!(
+            "the path {username:?} is already taken by a group or user"
+        )));
+    }
+    let user = store
+        .create_user(&NewUser {
+            username: username.to_string(),
+            name: name.to_string(),
+            email: email.to_string(),
+            is_admin: admin,
+        })
+        .await?;
+    store
+        .create_namespace(&NewNamespace {
+            kind: NamespaceKind::User,
+            name: name.to_string(),
+            path: username.to_string(),
+            full_path: username.to_string(),
+            parent_id: None,
+            owner_id: Some(user.id),
+            description: String::new(),
+        })
+        .await?;
+    Ok(user)
+}
+
+/// Creates `root` on an empty database. Returns the token when it was
+/// created now (so it can be printed once).
+pub async fn ensure_root(store: &Store, data_dir: &Path, preset: Option<String>) -> Result<Option<Secret>> {
+    match store.user_by_username("root").await {
+        Ok(_) => return Ok(None),
+        Err(StoreError::NotFound) => {}
+        Err(other) => return Err(other.into()),
+    }
+    let token = match preset {
+        Some(value) => {
+            let value = value.trim().to_string();
+            anyhow::ensure!(
+                value.len() >= 20 && value.chars().all(|c| c.is_ascii_graphic()),
+                "KAS_INITIAL_ROOT_TOKEN must be at least 20 printable characters without spaces"
+            );
+            Secret::new(value)
+        }
+        None => secret::new_personal_access_token(),
+    };
+    let root = match create_user(store, "root", "Administrator", "admin@example.com", true).await {
+        Ok(user) => user,
+        // Another replica sharing the database won the race.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(other) => return Err(other.into()),
+    };
+    store
+        .create_personal_access_token(&NewPersonalAccessToken {
+            user_id: root.id,
+            name: "initial root token".into(),
+            scopes: vec!["api".into(), "k8s_proxy".into()],
+            token_digest: token.digest(),
+            expires_at: None,
+        })
+        .await?;
+    let path = data_dir.join("initial_root_token");
+    write_private(&path, &format!("{}\n", token.expose())).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(token))
+}

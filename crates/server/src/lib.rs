@@ -1,0 +1,292 @@
+//! kas, the glagent agent server.
+//!
+//! One HTTP face (see [`router`]): the GitLab-compatible REST API under
+//! `/api/v4`, Git over smart HTTP, health endpoints, and (later) the agent
+//! endpoint and the Kubernetes API proxy under `/-/kubernetes-agent/`.
+
+pub mod api;
+pub mod args;
+pub mod bootstrap;
+pub mod git;
+pub mod git_http;
+pub mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use glagent_core::secret;
+use glagent_store::{NewPersonalAccessToken, Store};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing_subscriber::EnvFilter;
+
+use crate::args::{AdminCommand, Cli, Command, ServeArgs, StorageArgs};
+use crate::git::Repos;
+use crate::state::AppState;
+
+/// Logs to stderr; the level comes from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The whole HTTP face of kas.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v4", api::router())
+        .route(
+            "/-/liveness",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/-/readiness", get(readiness))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+async fn readiness(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"status": "failed", "message": "database unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn fallback(state: State<AppState>, request: Request) -> Response {
+    if git_http::is_git_request(request.uri().path()) {
+        return git_http::handle(state, request).await;
+    }
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"message": "404 Not Found"})),
+    )
+        .into_response()
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None | Some(Command::Serve) => serve(cli.storage, cli.serve).await,
+        Some(Command::Admin(command)) => admin(cli.storage, command).await,
+    }
+}
+
+async fn open_store(storage: &StorageArgs) -> Result<Store> {
+    create_private_dir(&storage.data_dir)?;
+    let url = match &storage.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}?mode=rwc", storage.data_dir.join("kas.sqlite3").display()),
+    };
+    Store::connect(&url)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&url)))
+}
+
+fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !path.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .with_context(|| format!("creating the data directory {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn external_url(args: &ServeArgs) -> Result<url::Url> {
+    let url = match &args.external_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = match args.listen.ip() {
+                ip if ip.is_unspecified() => "localhost".to_string(),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            url::Url::parse(&format!("https://{host}:{}", args.listen.port()))?
+        }
+    };
+    anyhow::ensure!(
+        matches!(url.scheme(), "https" | "http") && url.host_str().is_some(),
+        "--external-url {url} must be an http:// or https:// URL with a host"
+    );
+    Ok(url)
+}
+
+async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
+    let external_url = external_url(&args)?;
+    let store = open_store(&storage).await?;
+    if let Some(token) =
+        bootstrap::ensure_root(&store, &storage.data_dir, std::env::var("KAS_INITIAL_ROOT_TOKEN").ok()).await?
+    {
+        println!(
+            "Created the root user. Its personal access token is {} (also in {}; shown only once)",
+            token.expose(),
+            storage.data_dir.join("initial_root_token").display()
+        );
+    }
+    let repos = Repos::new(storage.data_dir.join("repositories")).context("creating the repositories directory")?;
+    let tls = if external_url.scheme() == "https" {
+        let (cert, key) = match (&args.tls_cert_file, &args.tls_key_file) {
+            (Some(cert), Some(key)) => (
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+            ),
+            _ => {
+                let host = external_url.host_str().unwrap_or("localhost").trim_matches(['[', ']']);
+                let (cert, key) = tls::generated_certificate(&storage.data_dir.join("tls"), host)?;
+                (cert.into_bytes(), key.into_bytes())
+            }
+        };
+        Some(TlsAcceptor::from(tls::server_config(&cert, &key)?))
+    } else {
+        None
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let state = AppState::new(store.clone(), repos, external_url.clone());
+    tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
+    accept_loop(listener, tls, router(state), shutdown_signal()).await;
+    store.close().await;
+    tracing::info!("kas stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: draining connections");
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (over TLS when given) until `shutdown`, then
+/// lets open connections finish for up to 10 s.
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let app = app.clone();
+        let graceful = graceful.clone();
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(app);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let _ = graceful.watch(conn.into_owned()).await;
+                    }
+                    Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                },
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = graceful.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; closing them");
+    }
+}
+
+async fn admin(storage: StorageArgs, command: AdminCommand) -> Result<()> {
+    let store = open_store(&storage).await?;
+    match command {
+        AdminCommand::CreateUser {
+            username,
+            name,
+            email,
+            admin,
+        } => {
+            glagent_core::names::validate_path(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
+            let name = name.unwrap_or_else(|| username.clone());
+            let user = bootstrap::create_user(&store, &username, &name, email.as_deref().unwrap_or(""), admin).await?;
+            println!("{}", serde_json::to_string(&user)?);
+        }
+        AdminCommand::CreateToken {
+            username,
+            name,
+            scopes,
+            expires_at,
+        } => {
+            let user = store
+                .user_by_username(&username)
+                .await
+                .with_context(|| format!("no user named {username:?}"))?;
+            api::users_validate(&scopes, expires_at.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let token = secret::new_personal_access_token();
+            store
+                .create_personal_access_token(&NewPersonalAccessToken {
+                    user_id: user.id,
+                    name,
+                    scopes,
+                    token_digest: token.digest(),
+                    expires_at,
+                })
+                .await?;
+            println!("{}", token.expose());
+        }
+    }
+    store.close().await;
+    Ok(())
+}

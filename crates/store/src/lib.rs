@@ -1,0 +1,662 @@
+//! kas storage.
+//!
+//! One [`Store`] over an sqlx `Any` pool: SQLite (the embedded default, in
+//! WAL mode) or PostgreSQL (shared by several kas replicas). Queries are
+//! written once in the SQL both accept (`$1` placeholders, `RETURNING`);
+//! only the migrations differ, because the id column types do.
+//!
+//! Invariant: no secret is stored in usable form. Tokens arrive here only
+//! as digests (see `glagent_core::secret`).
+
+mod models;
+
+use std::str::FromStr;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use thiserror::Error;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub use models::*;
+
+/// The most active agent tokens one agent may have, as in GitLab.
+pub const MAX_ACTIVE_AGENT_TOKENS: i64 = 2;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("unsupported database url {0:?}: use sqlite://<path> or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A page request: 1-based page number and page size.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl Page {
+    fn offset(self) -> i64 {
+        (self.page - 1) * self.per_page
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page { page: 1, per_page: 20 }
+    }
+}
+
+/// One page of results and the total count.
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+/// The current time as stored: RFC 3339, UTC, millisecond precision.
+pub fn now() -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+}
+
+/// Whether an RFC 3339 time stored here lies in the past.
+pub fn is_past(timestamp: &str) -> bool {
+    OffsetDateTime::parse(timestamp, &Rfc3339)
+        .map(|t| t < OffsetDateTime::now_utc())
+        .unwrap_or(false)
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn conflict_on_unique(error: sqlx::Error, message: impl Into<String>) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.into()),
+        _ => StoreError::Database(error),
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite://<path>` (created if missing) or `postgres://...`
+    /// and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let mut pool_options = AnyPoolOptions::new().max_connections(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 10,
+        });
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await?;
+        if backend == Backend::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL;").await?;
+        }
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- users and personal access tokens ----
+
+    pub async fn create_user(&self, new: &NewUser) -> Result<User> {
+        sqlx::query_as::<_, User>(
+            "INSERT INTO users (username, name, email, is_admin, created_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        )
+        .bind(&new.username)
+        .bind(&new.name)
+        .bind(&new.email)
+        .bind(i64::from(new.is_admin))
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "Username has already been taken"))
+    }
+
+    pub async fn user(&self, id: i64) -> Result<User> {
+        sqlx::query_as::<_, User>("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<User> {
+        sqlx::query_as::<_, User>("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_users(&self, page: Page) -> Result<Paged<User>> {
+        let total = self.count("SELECT COUNT(*) FROM users", None).await?;
+        let items = sqlx::query_as::<_, User>("SELECT * FROM users ORDER BY id LIMIT $1 OFFSET $2")
+            .bind(page.per_page)
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Paged { items, total })
+    }
+
+    pub async fn create_personal_access_token(&self, new: &NewPersonalAccessToken) -> Result<PersonalAccessToken> {
+        Ok(sqlx::query_as::<_, PersonalAccessToken>(
+            "INSERT INTO personal_access_tokens (user_id, name, scopes, token_digest, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(new.user_id)
+        .bind(&new.name)
+        .bind(new.scopes.join(","))
+        .bind(&new.token_digest)
+        .bind(&new.expires_at)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The token with this digest, if it exists at all (revoked or not).
+    pub async fn personal_access_token_by_digest(&self, digest: &str) -> Result<PersonalAccessToken> {
+        sqlx::query_as::<_, PersonalAccessToken>("SELECT * FROM personal_access_tokens WHERE token_digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn touch_personal_access_token(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- namespaces (groups and personal namespaces) ----
+
+    pub async fn create_namespace(&self, new: &NewNamespace) -> Result<Namespace> {
+        sqlx::query_as::<_, Namespace>(
+            "INSERT INTO namespaces (kind, name, path, full_path, parent_id, owner_id, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(new.kind.as_str())
+        .bind(&new.name)
+        .bind(&new.path)
+        .bind(&new.full_path)
+        .bind(new.parent_id)
+        .bind(new.owner_id)
+        .bind(&new.description)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(
+                e,
+                format!(
+                    "Failed to save group {{:path=>[\"{} has already been taken\"]}}",
+                    new.full_path
+                ),
+            )
+        })
+    }
+
+    pub async fn namespace(&self, id: i64) -> Result<Namespace> {
+        sqlx::query_as::<_, Namespace>("SELECT * FROM namespaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn namespace_by_full_path(&self, full_path: &str) -> Result<Namespace> {
+        sqlx::query_as::<_, Namespace>("SELECT * FROM namespaces WHERE full_path = $1")
+            .bind(full_path)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn user_namespace(&self, user_id: i64) -> Result<Namespace> {
+        sqlx::query_as::<_, Namespace>("SELECT * FROM namespaces WHERE kind = 'user' AND owner_id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// All groups, for the caller to filter by visibility.
+    pub async fn groups(&self) -> Result<Vec<Namespace>> {
+        Ok(
+            sqlx::query_as::<_, Namespace>("SELECT * FROM namespaces WHERE kind = 'group' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Deletes a namespace; subgroups, projects, agents and tokens go with it.
+    pub async fn delete_namespace(&self, id: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Members are keyed by (kind, id) without a foreign key.
+        let ids = descendants(&mut tx, id).await?;
+        for ns in &ids {
+            sqlx::query("DELETE FROM members WHERE source_kind = 'project' AND source_id IN (SELECT id FROM projects WHERE namespace_id = $1)")
+                .bind(ns)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM members WHERE source_kind = 'namespace' AND source_id = $1")
+                .bind(ns)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM namespaces WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- projects ----
+
+    pub async fn create_project(&self, new: &NewProject) -> Result<Project> {
+        sqlx::query_as::<_, Project>(
+            "INSERT INTO projects (namespace_id, name, path, full_path, description, default_branch, creator_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(new.namespace_id)
+        .bind(&new.name)
+        .bind(&new.path)
+        .bind(&new.full_path)
+        .bind(&new.description)
+        .bind(&new.default_branch)
+        .bind(new.creator_id)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "path has already been taken"))
+    }
+
+    pub async fn project(&self, id: i64) -> Result<Project> {
+        sqlx::query_as::<_, Project>("SELECT * FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn project_by_full_path(&self, full_path: &str) -> Result<Project> {
+        sqlx::query_as::<_, Project>("SELECT * FROM projects WHERE full_path = $1")
+            .bind(full_path)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// All projects, for the caller to filter by visibility.
+    pub async fn projects(&self) -> Result<Vec<Project>> {
+        Ok(sqlx::query_as::<_, Project>("SELECT * FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn projects_in_namespace(&self, namespace_id: i64) -> Result<Vec<Project>> {
+        Ok(
+            sqlx::query_as::<_, Project>("SELECT * FROM projects WHERE namespace_id = $1 ORDER BY id")
+                .bind(namespace_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn delete_project(&self, id: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM members WHERE source_kind = 'project' AND source_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- members ----
+
+    /// Adds a member, or changes the role of an existing one.
+    pub async fn upsert_member(&self, source: MemberSource, user_id: i64, access_level: i64) -> Result<Member> {
+        let (kind, id) = source.key();
+        Ok(sqlx::query_as::<_, Member>(
+            "INSERT INTO members (source_kind, source_id, user_id, access_level, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (source_kind, source_id, user_id) DO UPDATE SET access_level = excluded.access_level \
+             RETURNING *",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(user_id)
+        .bind(access_level)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn member(&self, source: MemberSource, user_id: i64) -> Result<Option<Member>> {
+        let (kind, id) = source.key();
+        Ok(sqlx::query_as::<_, Member>(
+            "SELECT * FROM members WHERE source_kind = $1 AND source_id = $2 AND user_id = $3",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn members(&self, source: MemberSource) -> Result<Vec<Member>> {
+        let (kind, id) = source.key();
+        Ok(sqlx::query_as::<_, Member>(
+            "SELECT * FROM members WHERE source_kind = $1 AND source_id = $2 ORDER BY user_id",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn remove_member(&self, source: MemberSource, user_id: i64) -> Result<()> {
+        let (kind, id) = source.key();
+        let done = sqlx::query("DELETE FROM members WHERE source_kind = $1 AND source_id = $2 AND user_id = $3")
+            .bind(kind)
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- cluster agents ----
+
+    pub async fn create_agent(&self, project_id: i64, name: &str, created_by: i64) -> Result<Agent> {
+        sqlx::query_as::<_, Agent>(
+            "INSERT INTO cluster_agents (project_id, name, created_by_user_id, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING *",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(created_by)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            conflict_on_unique(
+                e,
+                format!("name has already been taken: this project already has an agent named {name:?}"),
+            )
+        })
+    }
+
+    pub async fn agent(&self, project_id: i64, agent_id: i64) -> Result<Agent> {
+        sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn agents(&self, project_id: i64, page: Page) -> Result<Paged<Agent>> {
+        let total = self
+            .count(
+                "SELECT COUNT(*) FROM cluster_agents WHERE project_id = $1",
+                Some(project_id),
+            )
+            .await?;
+        let items = sqlx::query_as::<_, Agent>(
+            "SELECT * FROM cluster_agents WHERE project_id = $1 ORDER BY id LIMIT $2 OFFSET $3",
+        )
+        .bind(project_id)
+        .bind(page.per_page)
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Paged { items, total })
+    }
+
+    pub async fn delete_agent(&self, project_id: i64, agent_id: i64) -> Result<()> {
+        let done = sqlx::query("DELETE FROM cluster_agents WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    // ---- agent tokens ----
+
+    /// Creates a token unless the agent already has the maximum number of
+    /// active ones. The count and the insert happen in one transaction.
+    pub async fn create_agent_token(&self, new: &NewAgentToken) -> Result<AgentToken> {
+        let mut tx = self.pool.begin().await?;
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM cluster_agent_tokens WHERE agent_id = $1 AND status = 0")
+                .bind(new.agent_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if active >= MAX_ACTIVE_AGENT_TOKENS {
+            return Err(StoreError::Limit(format!(
+                "An agent can have only {MAX_ACTIVE_AGENT_TOKENS} active tokens at a time: revoke one first"
+            )));
+        }
+        let token = sqlx::query_as::<_, AgentToken>(
+            "INSERT INTO cluster_agent_tokens (agent_id, name, description, token_digest, created_by_user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(new.agent_id)
+        .bind(&new.name)
+        .bind(&new.description)
+        .bind(&new.token_digest)
+        .bind(new.created_by)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    pub async fn active_agent_tokens(&self, agent_id: i64, page: Page) -> Result<Paged<AgentToken>> {
+        let total = self
+            .count(
+                "SELECT COUNT(*) FROM cluster_agent_tokens WHERE agent_id = $1 AND status = 0",
+                Some(agent_id),
+            )
+            .await?;
+        let items = sqlx::query_as::<_, AgentToken>(
+            "SELECT * FROM cluster_agent_tokens WHERE agent_id = $1 AND status = 0 ORDER BY id LIMIT $2 OFFSET $3",
+        )
+        .bind(agent_id)
+        .bind(page.per_page)
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Paged { items, total })
+    }
+
+    /// An active token of the agent.
+    pub async fn active_agent_token(&self, agent_id: i64, token_id: i64) -> Result<AgentToken> {
+        sqlx::query_as::<_, AgentToken>(
+            "SELECT * FROM cluster_agent_tokens WHERE agent_id = $1 AND id = $2 AND status = 0",
+        )
+        .bind(agent_id)
+        .bind(token_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// Revokes an active token. Revoked tokens stay as records.
+    pub async fn revoke_agent_token(&self, agent_id: i64, token_id: i64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE cluster_agent_tokens SET status = 1, revoked_at = $1 WHERE agent_id = $2 AND id = $3 AND status = 0",
+        )
+        .bind(now())
+        .bind(agent_id)
+        .bind(token_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The active token with this digest and its agent: how an agent is
+    /// recognised when it connects.
+    pub async fn agent_by_token_digest(&self, digest: &str) -> Result<(AgentToken, Agent)> {
+        let token = sqlx::query_as::<_, AgentToken>(
+            "SELECT * FROM cluster_agent_tokens WHERE token_digest = $1 AND status = 0",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let agent = sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE id = $1")
+            .bind(token.agent_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok((token, agent))
+    }
+
+    pub async fn touch_agent_token(&self, token_id: i64) -> Result<()> {
+        sqlx::query("UPDATE cluster_agent_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- pushes ----
+
+    pub async fn record_push(&self, push: &NewPushEvent) -> Result<PushEvent> {
+        Ok(sqlx::query_as::<_, PushEvent>(
+            "INSERT INTO push_events (project_id, ref_name, before_sha, after_sha, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(push.project_id)
+        .bind(&push.ref_name)
+        .bind(&push.before_sha)
+        .bind(&push.after_sha)
+        .bind(push.user_id)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn push_events(&self, project_id: i64) -> Result<Vec<PushEvent>> {
+        Ok(
+            sqlx::query_as::<_, PushEvent>("SELECT * FROM push_events WHERE project_id = $1 ORDER BY id")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn count(&self, sql: &'static str, arg: Option<i64>) -> Result<i64> {
+        let mut query = sqlx::query_scalar::<_, i64>(sql);
+        if let Some(arg) = arg {
+            query = query.bind(arg);
+        }
+        Ok(query.fetch_one(&self.pool).await?)
+    }
+}
+
+/// The ids of a namespace and all namespaces below it.
+async fn descendants(tx: &mut sqlx::Transaction<'_, sqlx::Any>, root: i64) -> Result<Vec<i64>> {
+    let mut all = vec![root];
+    let mut next = 0;
+    while next < all.len() {
+        let children: Vec<i64> = sqlx::query_scalar("SELECT id FROM namespaces WHERE parent_id = $1")
+            .bind(all[next])
+            .fetch_all(&mut **tx)
+            .await?;
+        all.extend(children);
+        next += 1;
+    }
+    Ok(all)
+}
