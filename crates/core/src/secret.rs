@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use rand::Rng;
+use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 /// Prefix of personal access tokens, as in GitLab.

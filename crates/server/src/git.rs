@@ -58,6 +58,18 @@ pub enum FileChange {
     Delete,
 }
 
+/// One Files API commit: a change to one path on a branch.
+#[derive(Clone, Debug)]
+pub struct FileCommit<'a> {
+    pub branch: &'a str,
+    /// Where a missing branch starts from.
+    pub start_branch: Option<&'a str>,
+    pub path: &'a str,
+    pub change: FileChange,
+    pub message: &'a str,
+    pub author: &'a Author,
+}
+
 /// Who a commit is by.
 #[derive(Clone, Debug)]
 pub struct Author {
@@ -204,16 +216,15 @@ impl Repos {
     /// Commits one file change to `branch`; the caller holds the lock.
     /// A missing branch is created from `start_branch`, or as the first
     /// commit of an empty repository.
-    pub async fn commit_file(
-        &self,
-        project_id: i64,
-        branch: &str,
-        start_branch: Option<&str>,
-        path: &str,
-        change: FileChange,
-        message: &str,
-        author: &Author,
-    ) -> Result<RefUpdate, GitError> {
+    pub async fn commit_file(&self, project_id: i64, commit: FileCommit<'_>) -> Result<RefUpdate, GitError> {
+        let FileCommit {
+            branch,
+            start_branch,
+            path,
+            change,
+            message,
+            author,
+        } = commit;
         let ref_name = format!("refs/heads/{branch}");
         let current = self.resolve(project_id, &ref_name).await?;
         let parent = match (&current, start_branch) {
@@ -258,8 +269,16 @@ impl Repos {
                     .await?;
                 }
                 FileChange::Delete => {
-                    self.git(project_id, &["update-index", "--force-remove", "--", path], &env, None)
-                        .await?;
+                    // Mode 0 removes the entry; unlike --force-remove this
+                    // needs no work tree.
+                    let line = format!("0 {ZERO_SHA}\t{path}\n");
+                    self.git(
+                        project_id,
+                        &["update-index", "--index-info"],
+                        &env,
+                        Some(line.as_bytes()),
+                    )
+                    .await?;
                 }
             }
             let tree = self.git(project_id, &["write-tree"], &env, None).await?;
@@ -399,6 +418,23 @@ mod tests {
         }));
     }
 
+    fn commit<'a>(
+        branch: &'a str,
+        path: &'a str,
+        change: FileChange,
+        message: &'a str,
+        author: &'a Author,
+    ) -> FileCommit<'a> {
+        FileCommit {
+            branch,
+            start_branch: None,
+            path,
+            change,
+            message,
+            author,
+        }
+    }
+
     #[tokio::test]
     async fn commit_read_update_delete() {
         let dir = tempfile::tempdir().unwrap();
@@ -411,12 +447,14 @@ mod tests {
         let first = repos
             .commit_file(
                 1,
-                "main",
-                None,
-                "dir/f.txt",
-                FileChange::Create(b"one".to_vec()),
-                "add",
-                &author,
+                FileCommit {
+                    branch: "main",
+                    start_branch: None,
+                    path: "dir/f.txt",
+                    change: FileChange::Create(b"one".to_vec()),
+                    message: "add",
+                    author: &author,
+                },
             )
             .await
             .unwrap();
@@ -427,24 +465,28 @@ mod tests {
         let again = repos
             .commit_file(
                 1,
-                "main",
-                None,
-                "dir/f.txt",
-                FileChange::Create(b"x".to_vec()),
-                "add",
-                &author,
+                FileCommit {
+                    branch: "main",
+                    start_branch: None,
+                    path: "dir/f.txt",
+                    change: FileChange::Create(b"x".to_vec()),
+                    message: "add",
+                    author: &author,
+                },
             )
             .await;
         assert!(matches!(again, Err(GitError::FileExists)));
         repos
             .commit_file(
                 1,
-                "main",
-                None,
-                "dir/f.txt",
-                FileChange::Update(b"two".to_vec()),
-                "edit",
-                &author,
+                FileCommit {
+                    branch: "main",
+                    start_branch: None,
+                    path: "dir/f.txt",
+                    change: FileChange::Update(b"two".to_vec()),
+                    message: "edit",
+                    author: &author,
+                },
             )
             .await
             .unwrap();
@@ -453,12 +495,12 @@ mod tests {
             b"two"
         );
         repos
-            .commit_file(1, "main", None, "dir/f.txt", FileChange::Delete, "rm", &author)
+            .commit_file(1, commit("main", "dir/f.txt", FileChange::Delete, "rm", &author))
             .await
             .unwrap();
         assert!(repos.read_file(1, "main", "dir/f.txt").await.unwrap().is_none());
         let missing = repos
-            .commit_file(1, "other", None, "x", FileChange::Create(vec![]), "m", &author)
+            .commit_file(1, commit("other", "x", FileChange::Create(vec![]), "m", &author))
             .await;
         assert!(matches!(missing, Err(GitError::NoBranch(_))));
     }

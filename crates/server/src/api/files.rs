@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::input::Params;
 use super::projects::validate_branch;
 use super::{find_project, require};
-use crate::git::{Author, FileBlob, FileChange};
+use crate::git::{Author, FileBlob, FileChange, FileCommit};
 use crate::state::AppState;
 
 /// A path inside the repository: relative, no `..`, no `.git`.
@@ -174,12 +174,14 @@ async fn write(
         .repos
         .commit_file(
             project.id,
-            &branch,
-            params.start_branch.as_deref(),
-            &file_path,
-            change,
-            &message,
-            &author,
+            FileCommit {
+                branch: &branch,
+                start_branch: params.start_branch.as_deref(),
+                path: &file_path,
+                change,
+                message: &message,
+                author: &author,
+            },
         )
         .await?;
     drop(guard);

@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::input::{PageQuery, Params, opt_bool, opt_int};
 use super::members::{self, MemberParams};
 use super::{entities, find_project, page_of, paginated, require};
-use crate::git::{Author, FileChange};
+use crate::git::{Author, FileChange, FileCommit};
 use crate::state::AppState;
 
 pub async fn list(
@@ -124,12 +124,14 @@ pub async fn create(
             .repos
             .commit_file(
                 project.id,
-                &default_branch,
-                None,
-                "README.md",
-                FileChange::Create(readme),
-                "Initial commit",
-                &author,
+                FileCommit {
+                    branch: &default_branch,
+                    start_branch: None,
+                    path: "README.md",
+                    change: FileChange::Create(readme),
+                    message: "Initial commit",
+                    author: &author,
+                },
             )
             .await?;
         state.record_pushes(project.id, Some(caller.user.id), &[update]).await;

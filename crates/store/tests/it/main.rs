@@ -1,0 +1,275 @@
+//! The store suite, run once against SQLite and once against PostgreSQL.
+
+use glagent_core::secret;
+use glagent_store::*;
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("kas.sqlite3").display());
+    let store = Store::connect(&url).await.unwrap();
+    (dir, store)
+}
+
+async fn postgres() -> Store {
+    Store::connect(&glagent_test_support::postgres::fresh_database().await)
+        .await
+        .unwrap()
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let (_dir, store) = super::sqlite().await;
+                assert_eq!(store.backend(), glagent_store::Backend::Sqlite);
+                super::$name(store).await;
+            })*
+        }
+        mod on_postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let store = super::postgres().await;
+                assert_eq!(store.backend(), glagent_store::Backend::Postgres);
+                super::$name(store).await;
+            })*
+        }
+    };
+}
+
+both_backends!(
+    users_and_tokens,
+    namespaces_projects_members,
+    agents_and_token_limit,
+    deleting_a_group_deletes_everything_below,
+    pushes_are_recorded,
+);
+
+async fn user(store: &Store, name: &str) -> User {
+    store
+        .create_user(&NewUser {
+            username: name.into(),
+            name: name.into(),
+            email: format!("{name}@example.com"),
+            is_admin: false,
+        })
+        .await
+        .unwrap()
+}
+
+async fn group(store: &Store, path: &str, parent: Option<&Namespace>) -> Namespace {
+    let full_path = match parent {
+        Some(p) => format!("{}/{path}", p.full_path),
+        None => path.to_string(),
+    };
+    store
+        .create_namespace(&NewNamespace {
+            kind: NamespaceKind::Group,
+            name: path.into(),
+            path: path.into(),
+            full_path,
+            parent_id: parent.map(|p| p.id),
+            owner_id: None,
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+}
+
+async fn project(store: &Store, ns: &Namespace, path: &str, creator: i64) -> Project {
+    store
+        .create_project(&NewProject {
+            namespace_id: ns.id,
+            name: path.into(),
+            path: path.into(),
+            full_path: format!("{}/{path}", ns.full_path),
+            description: String::new(),
+            default_branch: "main".into(),
+            creator_id: creator,
+        })
+        .await
+        .unwrap()
+}
+
+async fn users_and_tokens(store: Store) {
+    let alice = user(&store, "alice").await;
+    let duplicate = store
+        .create_user(&NewUser {
+            username: "alice".into(),
+            name: "x".into(),
+            email: String::new(),
+            is_admin: false,
+        })
+        .await;
+    assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+    let token = secret::new_personal_access_token();
+    store
+        .create_personal_access_token(&NewPersonalAccessToken {
+            user_id: alice.id,
+            name: "t".into(),
+            scopes: vec!["api".into(), "k8s_proxy".into()],
+            token_digest: token.digest(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    let found = store.personal_access_token_by_digest(&token.digest()).await.unwrap();
+    assert_eq!(found.user_id, alice.id);
+    assert!(found.has_scope("k8s_proxy") && !found.has_scope("read_api"));
+    assert!(found.last_used_at.is_none());
+    store.touch_personal_access_token(found.id).await.unwrap();
+    let found = store.personal_access_token_by_digest(&token.digest()).await.unwrap();
+    assert!(found.last_used_at.is_some());
+    assert!(matches!(
+        store
+            .personal_access_token_by_digest(&secret::digest("glpat-unknown"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let page = store.list_users(Page { page: 1, per_page: 10 }).await.unwrap();
+    assert_eq!(page.total, 1);
+}
+
+async fn namespaces_projects_members(store: Store) {
+    let alice = user(&store, "alice").await;
+    let top = group(&store, "top", None).await;
+    let sub = group(&store, "sub", Some(&top)).await;
+    assert_eq!(sub.full_path, "top/sub");
+    assert_eq!(store.namespace_by_full_path("top/sub").await.unwrap().id, sub.id);
+    let p = project(&store, &sub, "app", alice.id).await;
+    assert_eq!(store.project_by_full_path("top/sub/app").await.unwrap().id, p.id);
+    store
+        .upsert_member(MemberSource::Namespace(top.id), alice.id, 30)
+        .await
+        .unwrap();
+    store
+        .upsert_member(MemberSource::Namespace(top.id), alice.id, 40)
+        .await
+        .unwrap();
+    let members = store.members(MemberSource::Namespace(top.id)).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].access_level, 40);
+    assert!(
+        store
+            .member(MemberSource::Project(p.id), alice.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .remove_member(MemberSource::Namespace(top.id), alice.id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_member(MemberSource::Namespace(top.id), alice.id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn agents_and_token_limit(store: Store) {
+    let alice = user(&store, "alice").await;
+    let g = group(&store, "g", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    let agent = store.create_agent(p.id, "prod", alice.id).await.unwrap();
+    assert!(matches!(
+        store.create_agent(p.id, "prod", alice.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let token = secret::new_agent_token();
+        let created = store
+            .create_agent_token(&NewAgentToken {
+                agent_id: agent.id,
+                name: format!("t{i}"),
+                description: None,
+                token_digest: token.digest(),
+                created_by: alice.id,
+            })
+            .await
+            .unwrap();
+        ids.push((created.id, token));
+    }
+    let third = store
+        .create_agent_token(&NewAgentToken {
+            agent_id: agent.id,
+            name: "t3".into(),
+            description: None,
+            token_digest: secret::new_agent_token().digest(),
+            created_by: alice.id,
+        })
+        .await;
+    assert!(matches!(third, Err(StoreError::Limit(_))), "{third:?}");
+    let (first_id, first_token) = &ids[0];
+    let (found_token, found_agent) = store.agent_by_token_digest(&first_token.digest()).await.unwrap();
+    assert_eq!((found_token.id, found_agent.id), (*first_id, agent.id));
+    store.revoke_agent_token(agent.id, *first_id).await.unwrap();
+    assert!(matches!(
+        store.active_agent_token(agent.id, *first_id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.agent_by_token_digest(&first_token.digest()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .active_agent_tokens(agent.id, Page::default())
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    // A revoked token frees a slot.
+    store
+        .create_agent_token(&NewAgentToken {
+            agent_id: agent.id,
+            name: "t4".into(),
+            description: Some("d".into()),
+            token_digest: secret::new_agent_token().digest(),
+            created_by: alice.id,
+        })
+        .await
+        .unwrap();
+    store.delete_agent(p.id, agent.id).await.unwrap();
+    assert!(matches!(
+        store.agent_by_token_digest(&ids[1].1.digest()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn deleting_a_group_deletes_everything_below(store: Store) {
+    let alice = user(&store, "alice").await;
+    let top = group(&store, "top", None).await;
+    let sub = group(&store, "sub", Some(&top)).await;
+    let p = project(&store, &sub, "app", alice.id).await;
+    store
+        .upsert_member(MemberSource::Project(p.id), alice.id, 30)
+        .await
+        .unwrap();
+    let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
+    store.delete_namespace(top.id).await.unwrap();
+    assert!(matches!(store.project(p.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.namespace(sub.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.agent(p.id, agent.id).await, Err(StoreError::NotFound)));
+    assert!(store.members(MemberSource::Project(p.id)).await.unwrap().is_empty());
+}
+
+async fn pushes_are_recorded(store: Store) {
+    let alice = user(&store, "alice").await;
+    let g = group(&store, "g", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    store
+        .record_push(&NewPushEvent {
+            project_id: p.id,
+            ref_name: "refs/heads/main".into(),
+            before_sha: "0".repeat(40),
+            after_sha: "a".repeat(40),
+            user_id: Some(alice.id),
+        })
+        .await
+        .unwrap();
+    let events = store.push_events(p.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].after_sha, "a".repeat(40));
+}

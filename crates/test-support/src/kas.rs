@@ -1,0 +1,174 @@
+//! A real `kas` process for a test: its own data directory (SQLite by
+//! default, or a PostgreSQL database), a free port, TLS with the CA it
+//! generates, and a root token.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How to start kas.
+#[derive(Clone, Debug, Default)]
+pub struct KasOptions {
+    /// Reuse this data directory (for restart tests); default: a new one.
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://...`; default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Reuse this port (for restart tests); default: a free one.
+    pub port: Option<u16>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Kas {
+    child: Option<Child>,
+    _tempdir: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub url: String,
+    pub root_token: String,
+    options: KasOptions,
+    binary: PathBuf,
+}
+
+impl Kas {
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_kas")`) and waits
+    /// until it is ready.
+    pub async fn start(binary: &Path, options: KasOptions) -> Kas {
+        let (tempdir, data_dir) = match &options.data_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("glagent-kas-")
+                    .tempdir()
+                    .expect("temp data dir");
+                let path = dir.path().join("data");
+                (Some(dir), path)
+            }
+        };
+        let port = options.port.unwrap_or_else(crate::free_port);
+        let mut kas = Kas {
+            child: None,
+            _tempdir: tempdir,
+            data_dir,
+            port,
+            url: format!("https://127.0.0.1:{port}"),
+            root_token: String::new(),
+            options,
+            binary: binary.to_path_buf(),
+        };
+        kas.spawn().await;
+        kas
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .ok();
+        let mut command = Command::new(&self.binary);
+        command
+            .env("KAS_DATA_DIR", &self.data_dir)
+            .env("KAS_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("RUST_LOG", "info")
+            .env_remove("KAS_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(
+                log.as_ref()
+                    .and_then(|f| f.try_clone().ok())
+                    .map(Stdio::from)
+                    .unwrap_or_else(Stdio::null),
+            )
+            .stderr(log.map(Stdio::from).unwrap_or_else(Stdio::null));
+        std::fs::create_dir_all(self.data_dir.parent().unwrap_or(Path::new("."))).ok();
+        if let Some(url) = &self.options.database_url {
+            command.env("KAS_DATABASE_URL", url);
+        }
+        for (k, v) in &self.options.env {
+            command.env(k, v);
+        }
+        self.child = Some(crate::process::spawn(command).expect("starting kas"));
+        let token_file = self.data_dir.join("initial_root_token");
+        let ca_file = self.ca_file();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("kas exited with {status} before it was ready; log:\n{}", self.log());
+            }
+            if self.ready(&ca_file).await {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kas not ready after 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.root_token = std::fs::read_to_string(&token_file)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+    }
+
+    async fn ready(&self, ca_file: &Path) -> bool {
+        let Ok(ca) = std::fs::read(ca_file) else { return false };
+        let Ok(cert) = reqwest::Certificate::from_pem(&ca) else {
+            return false;
+        };
+        let Ok(client) = reqwest::Client::builder().add_root_certificate(cert).build() else {
+            return false;
+        };
+        match client.get(format!("{}/-/readiness", self.url)).send().await {
+            Ok(response) => response.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Stops kas with SIGTERM; returns whether it exited in time.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut child) => crate::process::terminate(&mut child, Duration::from_secs(10)),
+            None => true,
+        }
+    }
+
+    /// Stops and starts kas again on the same port and data.
+    pub async fn restart(&mut self) {
+        assert!(self.stop(), "kas did not stop on SIGTERM within 10 s");
+        self.spawn().await;
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("."));
+        parent.join(format!("kas-{}.log", self.port))
+    }
+
+    /// Everything kas printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// An HTTP client trusting this kas's CA.
+    pub fn http(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.ca_file()).expect("reading the kas CA");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// `<url>/api/v4<path>`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v4{path}", self.url)
+    }
+}
+
+impl Drop for Kas {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
