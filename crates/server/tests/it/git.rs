@@ -252,7 +252,7 @@ async fn broken_config_files_explain_themselves() {
             Some(4),
             "boolean",
         ),
-        ("ci_access:\n  projects: [\n", Some(3), ""),
+        ("ci_access:\n  projects: [\n", Some(2), "unclosed"),
         (&big, None, "128 KiB"),
     ];
     for (content, line, expected) in cases {
