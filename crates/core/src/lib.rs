@@ -9,6 +9,7 @@ pub mod access;
 pub mod agent_config;
 pub mod names;
 pub mod secret;
+pub mod version;
 
 /// The version of every glagent binary, taken from the workspace manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

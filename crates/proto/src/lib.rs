@@ -1,4 +1,59 @@
-//! Wire messages between kas and agentk.
+//! The protocol between kas and agentk, written down in `docs/protocol.md`.
 //!
-//! Empty until the agent connection lands (issue 3): it will hold the
-//! messages carried over the multiplexed tunnel, with no I/O of its own.
+//! agentk dials kas and upgrades to a WebSocket with the subprotocol
+//! [`WS_SUBPROTOCOL`]. Binary WebSocket messages then carry one HTTP/2
+//! connection in which **kas is the client and agentk the server**, so that
+//! kas can open any number of streams to the agent: configuration updates,
+//! metadata queries and, later, proxied Kubernetes API requests. This crate
+//! holds the names and message bodies both sides agree on; it does no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// The WebSocket subprotocol of the tunnel.
+pub const WS_SUBPROTOCOL: &str = "glagent-tunnel.v1";
+/// Where agents connect on kas (same port as the API).
+pub const AGENT_PATH: &str = "/-/kubernetes-agent/";
+/// agentk: `PUT` a [`ConfigurationUpdate`].
+pub const CONFIGURATION_PATH: &str = "/v1/configuration";
+/// agentk: `GET` an [`AgentInfo`].
+pub const INFO_PATH: &str = "/v1/info";
+/// Header on the upgrade request: the agent process's connection id.
+pub const CONNECTION_ID_HEADER: &str = "x-glagent-connection-id";
+
+/// What an agent process reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Random per agentk process; several replicas have several ids.
+    pub connection_id: u64,
+    pub version: String,
+    pub commit: String,
+    pub pod_namespace: String,
+    pub pod_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<KubernetesVersion>,
+}
+
+/// The cluster's version as its API server reports it at `/version`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KubernetesVersion {
+    pub major: String,
+    pub minor: String,
+    pub git_version: String,
+    pub platform: String,
+}
+
+/// A configuration update from kas. Either `config` (a valid file, already
+/// checked by kas) or `error` (the file at `commit_id` is broken and the
+/// agent must keep its last good configuration).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigurationUpdate {
+    pub agent_id: i64,
+    pub project_id: i64,
+    pub project_path: String,
+    pub commit_id: String,
+    pub gitlab_external_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -4,6 +4,7 @@
 //! `/api/v4`, Git over smart HTTP, health endpoints, and (later) the agent
 //! endpoint and the Kubernetes API proxy under `/-/kubernetes-agent/`.
 
+pub mod agents;
 pub mod api;
 pub mod args;
 pub mod bootstrap;
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/-/readiness", get(readiness))
+        .route(glagent_proto::AGENT_PATH, get(agents::agent_endpoint))
+        .route("/-/kubernetes-agent", get(agents::agent_endpoint))
         .fallback(fallback)
         .with_state(state)
 }

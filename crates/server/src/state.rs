@@ -17,6 +17,8 @@ pub struct Inner {
     pub store: Store,
     pub repos: Repos,
     pub external_url: Url,
+    /// The agents connected to this kas.
+    pub agents: crate::agents::AgentRegistry,
     /// Every recorded push, for parts that react to configuration changes.
     pub pushes: broadcast::Sender<PushEvent>,
 }
@@ -36,6 +38,7 @@ impl AppState {
             store,
             repos,
             external_url,
+            agents: Default::default(),
             pushes,
         }))
     }

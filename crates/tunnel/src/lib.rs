@@ -1,4 +1,14 @@
-//! Multiplexed streams over any `AsyncRead + AsyncWrite`, with reconnect
-//! backoff.
+//! The transport under the kas–agentk connection.
 //!
-//! Empty until the agent connection lands (issue 3).
+//! - [`WsIo`]: a WebSocket (binary messages) seen as one byte stream, so an
+//!   HTTP/2 connection can run over it on both sides.
+//! - [`Backoff`]: exponential reconnect delays with jitter.
+//! - [`proxy`]: which HTTP CONNECT proxy to use for an address, from
+//!   `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`.
+
+mod backoff;
+pub mod proxy;
+mod ws_io;
+
+pub use backoff::Backoff;
+pub use ws_io::WsIo;

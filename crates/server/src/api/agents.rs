@@ -93,7 +93,13 @@ pub async fn delete(
     require(level, AccessLevel::Maintainer)?;
     match state.store.delete_agent(project.id, agent_id).await {
         Ok(()) => {
-            tracing::info!(agent_id, project_id = project.id, "agent deleted");
+            let closed = state.agents.close_agent(agent_id);
+            tracing::info!(
+                agent_id,
+                project_id = project.id,
+                closed_connections = closed,
+                "agent deleted"
+            );
             Ok(StatusCode::NO_CONTENT)
         }
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent")),
@@ -239,10 +245,56 @@ pub async fn revoke_token(
     let agent = find_agent(&state, &project, agent_id).await?;
     match state.store.revoke_agent_token(agent.id, token_id).await {
         Ok(()) => {
-            tracing::info!(agent_id = agent.id, token_id, "agent token revoked");
+            let closed = state.agents.close_token(token_id);
+            tracing::info!(
+                agent_id = agent.id,
+                token_id,
+                closed_connections = closed,
+                "agent token revoked"
+            );
             Ok(StatusCode::NO_CONTENT)
         }
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent token")),
         Err(other) => Err(other.into()),
     }
+}
+
+/// glagent's own extension (GitLab has this in GraphQL): the agent's live
+/// connections to this kas, with version warnings.
+pub async fn connections(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, agent_id)): Path<(String, i64)>,
+) -> ApiResult<Json<Value>> {
+    let (project, level) = find_project(&state, &caller, &id).await?;
+    require(level, AccessLevel::Developer)?;
+    let agent = find_agent(&state, &project, agent_id).await?;
+    let connections = state.agents.of_agent(agent.id);
+    let infos: Vec<_> = connections.iter().map(|c| c.info()).collect();
+    let versions: Vec<&str> = infos.iter().flatten().map(|i| i.version.as_str()).collect();
+    let mixed = glagent_core::version::mixed_versions_warning(&versions);
+    let items: Vec<Value> = connections
+        .iter()
+        .zip(&infos)
+        .map(|(connection, info)| {
+            let mut warnings = Vec::new();
+            if let Some(message) = info
+                .as_ref()
+                .and_then(|i| glagent_core::version::version_warning(&i.version, glagent_core::VERSION))
+            {
+                warnings.push(json!({"version": {"message": message}}));
+            }
+            if let Some(message) = &mixed {
+                warnings.push(json!({"mixed_versions": {"message": message}}));
+            }
+            json!({
+                "connection_id": connection.connection_id,
+                "agent_id": connection.agent_id,
+                "connected_at": connection.connected_at,
+                "metadata": info,
+                "warnings": warnings,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(items)))
 }

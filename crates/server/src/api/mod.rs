@@ -70,6 +70,10 @@ pub fn router() -> Router<AppState> {
             get(agents::configuration),
         )
         .route(
+            "/projects/{id}/cluster_agents/{agent_id}/connections",
+            get(agents::connections),
+        )
+        .route(
             "/projects/{id}/cluster_agents/{agent_id}/tokens",
             get(agents::list_tokens).post(agents::create_token),
         )

@@ -1,0 +1,335 @@
+//! Dialling kas: DNS, TCP, an optional HTTP CONNECT proxy, TLS, and the
+//! WebSocket upgrade. Each step fails with its own error, worded for the
+//! person reading the log.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glagent_proto::{CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_tunnel::proxy::{Proxy, proxy_from_env};
+use http::{HeaderName, HeaderValue};
+use rustls::pki_types::ServerName;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A byte stream to kas, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The parsed `--kas-address`.
+#[derive(Clone, Debug)]
+pub struct KasAddress {
+    pub url: url::Url,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl KasAddress {
+    pub fn parse(text: &str) -> Result<KasAddress, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("--kas-address {text:?} is not a URL: {e}"))?;
+        let tls = match url.scheme() {
+            "wss" => true,
+            "ws" => false,
+            "grpc" | "grpcs" => {
+                return Err(format!(
+                    "--kas-address {text}: {}:// is not supported by this agentk; use wss://<kas host>/-/kubernetes-agent/",
+                    url.scheme()
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "--kas-address {text}: unsupported scheme {other}://; use wss:// (or ws:// without TLS)"
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("--kas-address {text} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        Ok(KasAddress { url, tls, host, port })
+    }
+}
+
+/// Everything needed to dial, fixed at start.
+pub struct Dialer {
+    pub address: KasAddress,
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub connection_id: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum DialError {
+    #[error("proxy settings are invalid: {0}")]
+    ProxyConfig(String),
+    #[error("DNS lookup of {host} failed: {source}")]
+    Dns { host: String, source: io::Error },
+    #[error("TCP connection to {addr} failed: {}", tcp_words(.source))]
+    Tcp { addr: String, source: io::Error },
+    #[error("proxy {proxy} refused to open a tunnel to {target}: {status}")]
+    ProxyRefused {
+        proxy: String,
+        target: String,
+        status: String,
+    },
+    #[error("proxy {proxy} closed or broke the connection: {source}")]
+    ProxyIo { proxy: String, source: io::Error },
+    #[error("TLS handshake with {host} failed: {}", tls_words(.source))]
+    Tls { host: String, source: io::Error },
+    #[error(
+        "kas rejected the agent token (401 Unauthorized: {message}): the token is unknown or revoked; create a new token and update the agent's Secret"
+    )]
+    Unauthorized { message: String },
+    #[error("kas answered {status} instead of accepting the agent: {body}")]
+    Http { status: u16, body: String },
+    #[error("WebSocket handshake with kas failed: {0}")]
+    WebSocket(String),
+    #[error("{step} timed out after {STEP_TIMEOUT:?}")]
+    Timeout { step: &'static str },
+}
+
+fn tcp_words(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens there: is kas running, and is the port right?)".into()
+        }
+        io::ErrorKind::TimedOut => "timed out (a firewall may drop the traffic)".into(),
+        _ => error.to_string(),
+    }
+}
+
+fn tls_words(error: &io::Error) -> String {
+    let inner = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(cert)) => format!(
+            "certificate verification failed ({cert:?}): kas's certificate is not trusted; if kas uses a self-signed CA, pass it with --kas-ca-cert-file"
+        ),
+        Some(other) => other.to_string(),
+        None => error.to_string(),
+    }
+}
+
+async fn step<T>(name: &'static str, future: impl std::future::Future<Output = T>) -> Result<T, DialError> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| DialError::Timeout { step: name })
+}
+
+impl Dialer {
+    /// Connects and upgrades; the result carries the tunnel's bytes.
+    pub async fn dial(&self, token: &str, user_agent: &str) -> Result<WebSocketStream<Box<dyn Io>>, DialError> {
+        let address = &self.address;
+        let proxy = proxy_from_env(address.tls, &address.host, address.port).map_err(DialError::ProxyConfig)?;
+        let (host, port) = match &proxy {
+            Some(p) => (p.host.clone(), p.port),
+            None => (address.host.clone(), address.port),
+        };
+        let addrs: Vec<_> = step("DNS lookup", tokio::net::lookup_host((host.as_str(), port)))
+            .await?
+            .map_err(|source| DialError::Dns {
+                host: host.clone(),
+                source,
+            })?
+            .collect();
+        let mut last_error = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match step("TCP connect", TcpStream::connect(addr)).await? {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some((addr.to_string(), e)),
+            }
+        }
+        let mut stream = match (stream, last_error) {
+            (Some(s), _) => s,
+            (None, Some((addr, source))) => return Err(DialError::Tcp { addr, source }),
+            (None, None) => {
+                return Err(DialError::Dns {
+                    host,
+                    source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(proxy) = &proxy {
+            step(
+                "proxy CONNECT",
+                connect_through(&mut stream, proxy, &address.host, address.port),
+            )
+            .await??;
+        }
+        let io: Box<dyn Io> = match &self.tls {
+            Some((connector, name)) => {
+                let tls = step("TLS handshake", connector.connect(name.clone(), stream))
+                    .await?
+                    .map_err(|source| DialError::Tls {
+                        host: address.host.clone(),
+                        source,
+                    })?;
+                Box::new(tls)
+            }
+            None => Box::new(stream),
+        };
+        let mut request = address
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| DialError::WebSocket(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(WS_SUBPROTOCOL),
+        );
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                DialError::WebSocket("the agent token contains characters not allowed in a header".into())
+            })?,
+        );
+        if let Ok(value) = HeaderValue::from_str(user_agent) {
+            headers.insert(http::header::USER_AGENT, value);
+        }
+        headers.insert(
+            HeaderName::from_static(CONNECTION_ID_HEADER),
+            HeaderValue::from_str(&self.connection_id.to_string()).expect("digits"),
+        );
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+        let (ws, _) = step(
+            "WebSocket upgrade",
+            tokio_tungstenite::client_async_with_config(request, io, Some(config)),
+        )
+        .await?
+        .map_err(|error| match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                if status == 401 {
+                    DialError::Unauthorized { message }
+                } else {
+                    DialError::Http { status, body: message }
+                }
+            }
+            other => DialError::WebSocket(other.to_string()),
+        })?;
+        Ok(ws)
+    }
+}
+
+/// Asks an HTTP proxy to open a tunnel with CONNECT.
+async fn connect_through(stream: &mut TcpStream, proxy: &Proxy, host: &str, port: u16) -> Result<(), DialError> {
+    let proxy_name = format!("{}:{}", proxy.host, proxy.port);
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(auth) = &proxy.authorization {
+        request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    let io_error = |source| DialError::ProxyIo {
+        proxy: proxy_name.clone(),
+        source,
+    };
+    stream.write_all(request.as_bytes()).await.map_err(io_error)?;
+    // Read the response head byte by byte: nothing after it may be consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(DialError::ProxyRefused {
+                proxy: proxy_name,
+                target,
+                status: "response head too large".into(),
+            });
+        }
+        let byte = stream.read_u8().await.map_err(|source| DialError::ProxyIo {
+            proxy: proxy_name.clone(),
+            source,
+        })?;
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status_line = head.lines().next().unwrap_or_default().to_string();
+    let code = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if code != "200" {
+        return Err(DialError::ProxyRefused {
+            proxy: proxy_name,
+            target,
+            status: status_line,
+        });
+    }
+    Ok(())
+}
+
+/// The TLS client configuration: the system's roots plus `--kas-ca-cert-file`.
+pub fn tls_connector(extra_ca_pem: Option<&[u8]>) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(cert?)?;
+            added += 1;
+        }
+        anyhow::ensure!(added > 0, "--kas-ca-cert-file holds no PEM certificate");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let wss = KasAddress::parse("wss://kas.example.com/-/kubernetes-agent/").unwrap();
+        assert!(wss.tls);
+        assert_eq!((wss.host.as_str(), wss.port), ("kas.example.com", 443));
+        let ws = KasAddress::parse("ws://127.0.0.1:8080/-/kubernetes-agent/").unwrap();
+        assert_eq!((ws.tls, ws.port), (false, 8080));
+        assert!(
+            KasAddress::parse("grpcs://kas:8150")
+                .unwrap_err()
+                .contains("not supported")
+        );
+        assert!(
+            KasAddress::parse("https://kas")
+                .unwrap_err()
+                .contains("unsupported scheme")
+        );
+        assert!(KasAddress::parse("kas.example.com").is_err());
+    }
+}

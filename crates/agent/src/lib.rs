@@ -1,0 +1,243 @@
+//! agentk, the in-cluster agent.
+//!
+//! The agent dials kas (see [`dial`]), upgrades to a WebSocket and serves
+//! HTTP/2 over it: kas is the client and opens streams to the agent
+//! ([`tunnel_server`]). When the connection drops, the agent dials again
+//! with exponential backoff. A small HTTP server ([`observability`]) tells
+//! Kubernetes whether the agent is alive and ready.
+
+pub mod args;
+pub mod dial;
+pub mod logging;
+pub mod observability;
+pub mod state;
+pub mod tunnel_server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use glagent_tunnel::{Backoff, WsIo};
+use http::{HeaderName, HeaderValue};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rand::RngExt;
+
+use crate::args::Args;
+use crate::dial::{Dialer, KasAddress};
+use crate::logging::LogLevel;
+use crate::state::{AgentState, Metrics};
+
+/// Where the agent token comes from.
+enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl TokenSource {
+    /// The token file is read at every attempt, so a rotated Secret is
+    /// picked up without a restart.
+    fn read(&self) -> Result<String> {
+        match self {
+            TokenSource::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the token file {}", path.display()))?;
+                let token = text.trim_end_matches(['\n', '\r']).to_string();
+                anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+                Ok(token)
+            }
+            TokenSource::Env(token) => Ok(token.clone()),
+        }
+    }
+}
+
+fn token_source(args: &Args) -> Result<TokenSource> {
+    let env = std::env::var("AGENTK_TOKEN").ok().filter(|t| !t.is_empty());
+    match (&args.token_file, env) {
+        (Some(_), Some(_)) => anyhow::bail!("both --token-file and AGENTK_TOKEN are set: use exactly one"),
+        (None, None) => anyhow::bail!("no agent token: pass --token-file <path> or set AGENTK_TOKEN"),
+        (Some(path), None) => Ok(TokenSource::File(path.clone())),
+        (None, Some(token)) => Ok(TokenSource::Env(token.trim().to_string())),
+    }
+}
+
+fn required_env(name: &str) -> Result<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).with_context(|| {
+        format!("{name} is not set: the Helm chart sets it from the downward API; outside a cluster, set it by hand")
+    })
+}
+
+fn parse_headers(raw: &[String]) -> Result<Vec<(HeaderName, HeaderValue)>> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("--kas-header {h:?} must look like \"Name: value\""))?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("--kas-header {h:?}: bad header name"))?;
+            let value =
+                HeaderValue::from_str(value.trim()).with_context(|| format!("--kas-header {h:?}: bad header value"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn listen_address(text: &str) -> Result<SocketAddr> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("--observability-listen-address {text:?} must look like :8080 or 127.0.0.1:8080"))
+}
+
+async fn kube_client(args: &Args) -> Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::incluster()
+            .context("no in-cluster Kubernetes configuration: outside a cluster pass --kubeconfig")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C.
+pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
+    let address = KasAddress::parse(&args.kas_address).map_err(anyhow::Error::msg)?;
+    let token = token_source(&args)?;
+    let pod_name = required_env("POD_NAME")?;
+    let pod_namespace = required_env("POD_NAMESPACE")?;
+    let headers = parse_headers(&args.kas_headers)?;
+    let observability = listen_address(&args.observability_listen_address)?;
+    let tls = if address.tls {
+        let pem = match &args.kas_ca_cert_file {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading --kas-ca-cert-file {}", path.display()))?)
+            }
+            None => None,
+        };
+        let name = args.kas_tls_server_name.clone().unwrap_or_else(|| address.host.clone());
+        let name = rustls::pki_types::ServerName::try_from(name.clone())
+            .with_context(|| format!("{name:?} is not a valid TLS server name"))?;
+        Some((dial::tls_connector(pem.as_deref())?, name))
+    } else {
+        None
+    };
+    token.read()?;
+    let kube = kube_client(&args).await?;
+    let connection_id = rand::rng().random_range(1..i64::MAX as u64);
+    let state = Arc::new(AgentState {
+        connection_id,
+        pod_name,
+        pod_namespace,
+        kube,
+        log_level,
+        connected: Default::default(),
+        applied: Default::default(),
+        metrics: Default::default(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(observability)
+        .await
+        .with_context(|| format!("listening on {observability} for /metrics, /liveness, /readiness"))?;
+    tracing::info!(address = %listener.local_addr()?, "observability server listening");
+    let obs_router = observability::router(state.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, obs_router).await {
+            tracing::error!(%error, "observability server stopped");
+        }
+    });
+
+    let dialer = Dialer {
+        address,
+        tls,
+        headers,
+        connection_id,
+    };
+    tracing::info!(kas = %dialer.address.url, version = glagent_core::VERSION, "agentk starting");
+    tokio::select! {
+        _ = connect_forever(&dialer, &token, state) => Ok(()),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentState>) {
+    let user_agent = format!("glagent-agentk/{}", glagent_core::VERSION);
+    let mut backoff = Backoff::reconnect();
+    loop {
+        Metrics::inc(&state.metrics.connection_attempts);
+        let attempt = async {
+            let token = token.read().map_err(|e| e.to_string())?;
+            dialer.dial(&token, &user_agent).await.map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(ws) => {
+                Metrics::inc(&state.metrics.connections_established);
+                state.connected.store(true, Ordering::Relaxed);
+                backoff.reset();
+                tracing::info!(kas = %dialer.address.url, "connected to kas");
+                let outcome = serve_tunnel(ws, state.clone()).await;
+                state.connected.store(false, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(cause = %outcome, retry_in = ?delay, "connection to kas lost; reconnecting");
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                Metrics::inc(&state.metrics.connection_failures);
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "cannot connect to kas");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Serves kas's HTTP/2 requests until the connection ends; returns why.
+async fn serve_tunnel(ws: tokio_tungstenite::WebSocketStream<Box<dyn dial::Io>>, state: Arc<AgentState>) -> String {
+    let io = TokioIo::new(WsIo::new(ws));
+    let service = TowerToHyperService::new(tunnel_server::router(state));
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(500)
+        .serve_connection(io, service);
+    match connection.await {
+        Ok(()) => "kas closed the connection".to_string(),
+        Err(error) => format!("connection error: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_addresses() {
+        let parsed = parse_headers(&["X-Team: platform".into()]).unwrap();
+        assert_eq!(parsed[0].0.as_str(), "x-team");
+        assert_eq!(parsed[0].1, "platform");
+        assert!(parse_headers(&["no colon".into()]).is_err());
+        assert_eq!(listen_address(":8080").unwrap().port(), 8080);
+        assert!(listen_address("8080").is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! What the agent knows while it runs: who it is, whether it is connected,
+//! its current configuration, and counters for /metrics.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use glagent_core::agent_config::AgentConfig;
+
+use crate::logging::LogLevel;
+
+/// The configuration in force.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub agent_id: i64,
+    pub commit_id: String,
+    pub config: AgentConfig,
+    pub log_level: String,
+}
+
+pub struct AgentState {
+    pub connection_id: u64,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    pub kube: kube::Client,
+    pub log_level: LogLevel,
+    pub connected: AtomicBool,
+    pub applied: RwLock<Option<Applied>>,
+    pub metrics: Metrics,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub connection_attempts: AtomicU64,
+    pub connection_failures: AtomicU64,
+    pub connections_established: AtomicU64,
+    pub configuration_updates: AtomicU64,
+    pub configuration_rejections: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AgentState {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn applied(&self) -> Option<Applied> {
+        self.applied.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

@@ -1,0 +1,101 @@
+//! The live agent connections of this kas process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use glagent_proto::AgentInfo;
+use hyper::client::conn::http2::SendRequest;
+use tokio_util::sync::CancellationToken;
+
+/// One agentk connection. kas is the HTTP/2 client on it.
+pub struct AgentConnection {
+    /// Unique in this kas process.
+    pub key: u64,
+    pub agent_id: i64,
+    pub project_id: i64,
+    pub token_id: i64,
+    /// The id the agent process chose (random per process).
+    pub connection_id: u64,
+    pub connected_at: String,
+    pub info: Mutex<Option<AgentInfo>>,
+    pub sender: SendRequest<Body>,
+    /// Cancelled to close the connection (token revoked, agent deleted).
+    pub close: CancellationToken,
+}
+
+impl AgentConnection {
+    pub fn info(&self) -> Option<AgentInfo> {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[derive(Default)]
+pub struct AgentRegistry {
+    connections: Mutex<HashMap<u64, Arc<AgentConnection>>>,
+    next_key: AtomicU64,
+    round_robin: AtomicU64,
+}
+
+impl AgentRegistry {
+    pub fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AgentConnection>>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, connection: Arc<AgentConnection>) {
+        self.lock().insert(connection.key, connection);
+    }
+
+    pub fn remove(&self, key: u64) {
+        self.lock().remove(&key);
+    }
+
+    /// The agent's connections, oldest first.
+    pub fn of_agent(&self, agent_id: i64) -> Vec<Arc<AgentConnection>> {
+        let mut found: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|c| c.agent_id == agent_id)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c.key);
+        found
+    }
+
+    /// One of the agent's connections, taking turns, for a new stream.
+    pub fn pick(&self, agent_id: i64) -> Option<Arc<AgentConnection>> {
+        let candidates: Vec<_> = self
+            .of_agent(agent_id)
+            .into_iter()
+            .filter(|c| !c.sender.is_closed())
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let turn = self.round_robin.fetch_add(1, Ordering::Relaxed) as usize;
+        Some(candidates[turn % candidates.len()].clone())
+    }
+
+    /// Closes every connection made with this token.
+    pub fn close_token(&self, token_id: i64) -> usize {
+        self.close_where(|c| c.token_id == token_id)
+    }
+
+    /// Closes every connection of this agent.
+    pub fn close_agent(&self, agent_id: i64) -> usize {
+        self.close_where(|c| c.agent_id == agent_id)
+    }
+
+    fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool) -> usize {
+        let doomed: Vec<_> = self.lock().values().filter(|c| matches(c)).cloned().collect();
+        for connection in &doomed {
+            connection.close.cancel();
+        }
+        doomed.len()
+    }
+}
