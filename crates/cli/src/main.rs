@@ -1,16 +1,17 @@
-//! glagent, the command-line client.
-//!
-//! The cluster-agent commands arrive with issues 3 to 5; until then the
-//! binary only identifies itself.
+//! `glagent`, the command-line client of kas. Parsing lives in [`cli`],
+//! talking to kas in [`client`], and output in [`render`].
+
+mod cli;
+mod client;
+mod render;
 
 use clap::Parser;
 
-/// The glagent command-line client (not functional yet: see ARCHITECTURE.md).
-#[derive(Parser)]
-#[command(name = "glagent", version = glagent_core::VERSION)]
-struct Args {}
-
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("no commands are implemented in this version yet")
+#[tokio::main]
+async fn main() {
+    let args = cli::Cli::parse();
+    if let Err(error) = cli::run(args).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
 }

@@ -4,12 +4,16 @@
 //!   per test binary on free loopback ports with TLS and RBAC; each test
 //!   takes its own namespace.
 //! - [`kas`]: a `kas` process on a free port with its own data directory.
+//! - [`agentk`]: an `agentk` process pointed at a kas.
+//! - [`connect_proxy`]: an HTTP CONNECT proxy the test controls.
 //! - [`postgres`]: a fresh database on the PostgreSQL server that
 //!   `scripts/test.sh` starts.
 //!
 //! Every child process is started with a parent-death signal, so nothing
 //! outlives the test binary, whether it exits, panics or is killed.
 
+pub mod agentk;
+pub mod connect_proxy;
 pub mod kas;
 pub mod kube;
 pub mod postgres;

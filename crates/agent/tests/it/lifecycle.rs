@@ -1,0 +1,86 @@
+//! Revocation, deletion and restarts of either side.
+
+use std::time::{Duration, Instant};
+
+use crate::{Setup, call, until};
+
+#[tokio::test]
+async fn revoking_the_token_disconnects_within_a_second() {
+    let setup = Setup::new().await;
+    let mut agent = setup.start_agent();
+    agent.wait_ready(Duration::from_secs(20)).await;
+    let revoked_at = Instant::now();
+    let (status, _) = call(
+        &setup.kas,
+        "DELETE",
+        &format!(
+            "/projects/{}/cluster_agents/{}/tokens/{}",
+            setup.project_id, setup.agent_id, setup.token_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    until(Duration::from_secs(1), "the agent to be disconnected", async || {
+        !agent.is_connected().await
+    })
+    .await;
+    let took = revoked_at.elapsed();
+    println!("revoked token: agent disconnected after {took:?}");
+    assert!(setup.connections().await.is_empty());
+    until(Duration::from_secs(10), "a refused reconnect in the log", async || {
+        agent.log().contains("401 Unauthorized")
+    })
+    .await;
+    let log = agent.log();
+    assert!(log.contains("unknown or revoked"), "{log}");
+    assert!(setup.kas.log().contains("unknown or revoked token"));
+}
+
+#[tokio::test]
+async fn deleting_the_agent_disconnects_it() {
+    let setup = Setup::new().await;
+    let mut agent = setup.start_agent();
+    agent.wait_ready(Duration::from_secs(20)).await;
+    let (status, _) = call(
+        &setup.kas,
+        "DELETE",
+        &format!("/projects/{}/cluster_agents/{}", setup.project_id, setup.agent_id),
+        None,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    until(Duration::from_secs(1), "the agent to be disconnected", async || {
+        !agent.is_connected().await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn restarts_of_kas_and_agentk_need_no_manual_step() {
+    let mut setup = Setup::new().await;
+    let mut agent = setup.start_agent();
+    agent.wait_ready(Duration::from_secs(20)).await;
+
+    let stopped = Instant::now();
+    setup.kas.restart().await;
+    let kas_back = stopped.elapsed();
+    until(Duration::from_secs(15), "agent to reconnect", async || {
+        !setup.connections().await.is_empty()
+    })
+    .await;
+    agent.wait_ready(Duration::from_secs(15)).await;
+    println!(
+        "kas restart: kas serving again after {kas_back:?}, agent reconnected after {:?}",
+        stopped.elapsed()
+    );
+
+    let restarted = Instant::now();
+    agent.restart();
+    agent.wait_ready(Duration::from_secs(15)).await;
+    println!("agentk restart: ready again after {:?}", restarted.elapsed());
+    until(Duration::from_secs(5), "exactly one connection", async || {
+        setup.connections().await.len() == 1
+    })
+    .await;
+}

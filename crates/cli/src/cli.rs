@@ -1,0 +1,78 @@
+//! Commands and flags. Like glab, the server comes from `GITLAB_HOST` and
+//! the personal access token from `GITLAB_TOKEN`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+use crate::render;
+
+/// The glagent command-line client.
+#[derive(Debug, Parser)]
+#[command(name = "glagent", version = glagent_core::VERSION)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach kas.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// kas URL, e.g. https://kas.example.com:8443 (or host[:port]).
+    #[arg(long, env = "GITLAB_HOST", global = true, default_value = "https://127.0.0.1:8443")]
+    pub host: String,
+    /// Personal access token.
+    #[arg(long, env = "GITLAB_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. <kas data dir>/tls/ca.crt.
+    #[arg(long, env = "GLAGENT_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Kubernetes clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Cluster agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List a project's agents with their connection status and version warnings.
+    List {
+        /// The project: full path (group/project) or numeric id.
+        #[arg(short = 'R', long = "repo")]
+        repo: String,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let client = Client::new(&cli.connection)?;
+    match cli.command {
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::List { repo })) => {
+            let project = client.project_ref(&repo);
+            let agents = client.get_list(&format!("/projects/{project}/cluster_agents")).await?;
+            let mut rows = Vec::new();
+            for agent in agents {
+                let id = agent["id"].as_i64().unwrap_or_default();
+                let connections = client
+                    .get_list(&format!("/projects/{project}/cluster_agents/{id}/connections"))
+                    .await?;
+                rows.push((agent, connections));
+            }
+            print!("{}", render::agent_table(&rows));
+        }
+    }
+    Ok(())
+}

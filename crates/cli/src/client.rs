@@ -1,0 +1,83 @@
+//! A small client for kas's REST API.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cli::Connection;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(connection: &Connection) -> Result<Client> {
+        let token = connection
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .context("no token: set GITLAB_TOKEN to a personal access token (or pass --token)")?;
+        let host = connection.host.trim_end_matches('/');
+        let base = if host.contains("://") {
+            host.to_string()
+        } else {
+            format!("https://{host}")
+        };
+        url::Url::parse(&base).with_context(|| format!("GITLAB_HOST {host:?} is not a URL"))?;
+        let mut builder = reqwest::Client::builder().user_agent(format!("glagent/{}", glagent_core::VERSION));
+        if let Some(path) = &connection.ca_cert {
+            let pem = std::fs::read(path).with_context(|| format!("reading the CA certificate {}", path.display()))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(Client {
+            http: builder.build()?,
+            base: format!("{base}/api/v4"),
+            token,
+        })
+    }
+
+    /// A project reference for a URL: ids as they are, paths URL-encoded.
+    pub fn project_ref(&self, repo: &str) -> String {
+        percent_encoding::utf8_percent_encode(repo.trim_matches('/'), percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    /// GETs every page of a list.
+    pub async fn get_list(&self, path: &str) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut page = 1;
+        loop {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let url = format!("{}{path}{separator}per_page=100&page={page}", self.base);
+            let response = self
+                .http
+                .get(&url)
+                .header("PRIVATE-TOKEN", &self.token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", self.base))?;
+            let status = response.status();
+            let next = response
+                .headers()
+                .get("x-next-page")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let message = body["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| body.to_string());
+                bail!("{path}: {status}: {message}");
+            }
+            match body {
+                Value::Array(page_items) => items.extend(page_items),
+                other => bail!("{path}: expected a list, got {other}"),
+            }
+            match next {
+                Some(n) => page = n,
+                None => return Ok(items),
+            }
+        }
+    }
+}
