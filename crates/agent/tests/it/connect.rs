@@ -85,7 +85,8 @@ async fn connects_over_plain_ws() {
 
 #[tokio::test]
 async fn start_up_errors_are_one_clear_line() {
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
         (vec!["--kas-address", "grpcs://kas:8150"], vec![], "not supported"),
         (vec!["--kas-address", "https://kas"], vec![], "unsupported scheme"),
         (
