@@ -1,5 +1,6 @@
 //! Project chores, run as `cargo xtask <task>` (matklad's cargo-xtask).
 //!
+//! - `bench agent-idle`: idle agentk memory (see `bench.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`) and
 //!   that no debugging leftovers (`dbg!`) are committed.
 
@@ -7,13 +8,18 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "tidy" => tidy(&workspace_root()),
-        "bench" => bail!("no benchmarks yet: they arrive with the agent connection and the proxy (issues 3 and 4)"),
+        "bench" => match std::env::args().nth(2).as_deref() {
+            Some("agent-idle") => bench::agent_idle(&workspace_root()),
+            _ => bail!("usage: cargo xtask bench agent-idle"),
+        },
         _ => {
-            eprintln!("usage: cargo xtask tidy");
+            eprintln!("usage: cargo xtask tidy | cargo xtask bench agent-idle");
             std::process::exit(2);
         }
     }

@@ -99,3 +99,72 @@ impl AgentRegistry {
         doomed.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A connection whose far side is a real HTTP/2 server on a pipe; the
+    /// returned task is that server, abort it to make the agent go away.
+    async fn connection(
+        registry: &AgentRegistry,
+        agent_id: i64,
+    ) -> (Arc<AgentConnection>, tokio::task::JoinHandle<()>) {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let server = tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Body>(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        tokio::spawn(driver);
+        let connection = Arc::new(AgentConnection {
+            key: registry.next_key(),
+            agent_id,
+            project_id: 1,
+            token_id: 1,
+            connection_id: 0,
+            connected_at: String::new(),
+            info: Mutex::new(None),
+            sender,
+            close: CancellationToken::new(),
+        });
+        registry.insert(connection.clone());
+        (connection, server)
+    }
+
+    #[tokio::test]
+    async fn streams_are_spread_over_replicas_and_survive_one_going_away() {
+        let registry = AgentRegistry::default();
+        let (first, first_server) = connection(&registry, 7).await;
+        let (second, _second_server) = connection(&registry, 7).await;
+        let (_other, _other_server) = connection(&registry, 8).await;
+        let picks: Vec<u64> = (0..4).map(|_| registry.pick(7).unwrap().key).collect();
+        assert_eq!(picks.iter().filter(|k| **k == first.key).count(), 2, "{picks:?}");
+        assert_eq!(picks.iter().filter(|k| **k == second.key).count(), 2, "{picks:?}");
+
+        first_server.abort();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !first.sender.is_closed() {
+            assert!(std::time::Instant::now() < deadline, "the dead replica was not noticed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for _ in 0..4 {
+            assert_eq!(registry.pick(7).unwrap().key, second.key);
+        }
+
+        assert_eq!(registry.close_agent(7), 2);
+        assert!(first.close.is_cancelled() && second.close.is_cancelled());
+        registry.remove(first.key);
+        registry.remove(second.key);
+        assert!(registry.pick(7).is_none());
+        assert!(registry.pick(8).is_some());
+    }
+}
