@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod dial;
+pub mod k8s_proxy;
 pub mod logging;
 pub mod observability;
 pub mod state;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, put};
+use axum::routing::{any, get, put};
 use axum::{Json, Router};
 use glagent_core::agent_config::{AgentConfig, LogLevel};
-use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH, KubernetesVersion};
+use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH, K8S_PROXY_PATH, KubernetesVersion};
 
 use crate::state::{AgentState, Applied, Metrics};
 
@@ -18,6 +18,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route(CONFIGURATION_PATH, put(configuration))
         .route(INFO_PATH, get(info))
+        .route(K8S_PROXY_PATH, any(crate::k8s_proxy::handle))
+        .route(&format!("{K8S_PROXY_PATH}/{{*rest}}"), any(crate::k8s_proxy::handle))
         .with_state(state)
 }
 

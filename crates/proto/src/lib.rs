@@ -57,3 +57,21 @@ pub struct ConfigurationUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// agentk: Kubernetes API requests from kas arrive under this prefix.
+pub const K8S_PROXY_PATH: &str = "/k8s-proxy";
+/// Header kas adds to a proxied request: base64 of an [`Impersonation`]
+/// as JSON, when kas imposes an identity.
+pub const IMPERSONATION_HEADER: &str = "x-glagent-impersonation";
+
+/// An identity to impersonate at the Kubernetes API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impersonation {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}

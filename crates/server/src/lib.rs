@@ -10,6 +10,7 @@ pub mod args;
 pub mod bootstrap;
 pub mod git;
 pub mod git_http;
+pub mod k8s_proxy;
 pub mod state;
 pub mod tls;
 
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use glagent_core::secret;
 use glagent_store::{NewPersonalAccessToken, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/-/readiness", get(readiness))
         .route(glagent_proto::AGENT_PATH, get(agents::agent_endpoint))
         .route("/-/kubernetes-agent", get(agents::agent_endpoint))
+        .route("/-/kubernetes-agent/k8s-proxy", any(k8s_proxy::handle))
+        .route("/-/kubernetes-agent/k8s-proxy/{*rest}", any(k8s_proxy::handle))
         .fallback(fallback)
         .with_state(state)
 }

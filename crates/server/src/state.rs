@@ -19,6 +19,8 @@ pub struct Inner {
     pub external_url: Url,
     /// The agents connected to this kas.
     pub agents: crate::agents::AgentRegistry,
+    /// Parsed agent configurations for the Kubernetes API proxy.
+    pub config_cache: crate::k8s_proxy::ConfigCache,
     /// Every recorded push, for parts that react to configuration changes.
     pub pushes: broadcast::Sender<PushEvent>,
 }
@@ -39,6 +41,7 @@ impl AppState {
             repos,
             external_url,
             agents: Default::default(),
+            config_cache: Default::default(),
             pushes,
         }))
     }
@@ -109,6 +112,7 @@ impl AppState {
 
     /// Records ref changes of a project and tells whoever listens.
     pub async fn record_pushes(&self, project_id: i64, user_id: Option<i64>, updates: &[RefUpdate]) {
+        self.config_cache.invalidate_project(project_id);
         for update in updates {
             let new = NewPushEvent {
                 project_id,

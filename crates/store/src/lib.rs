@@ -476,6 +476,15 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// An agent by id alone (the proxy knows no project).
+    pub async fn agent_by_id(&self, agent_id: i64) -> Result<Agent> {
+        sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
     pub async fn agents(&self, project_id: i64, page: Page) -> Result<Paged<Agent>> {
         let total = self
             .count(

@@ -5,6 +5,7 @@ mod config;
 mod connect;
 mod lifecycle;
 mod network;
+mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;

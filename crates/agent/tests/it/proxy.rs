@@ -1,0 +1,407 @@
+//! The Kubernetes API proxy with real kubectl (1.27 and 1.33) against the
+//! real kube-apiserver, through kas and agentk.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use glagent_test_support::agentk::Agentk;
+use glagent_test_support::kube::KubeEnv;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{AGENTK, Setup, call, until};
+
+const KUBECTLS: [&str; 2] = ["kubectl.1.27", "kubectl.1.33"];
+
+fn kubectl_path(name: &str) -> PathBuf {
+    let candidates = [
+        Path::new("/usr/lib/google-cloud-sdk/bin").join(name),
+        Path::new("/usr/bin").join(name),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not installed (google-cloud-cli's kubectl package)"))
+}
+
+/// A user who is a member of the setup's project with `level`, and a
+/// personal access token with the given scopes.
+async fn member(setup: &Setup, username: &str, level: i64, scopes: &[&str]) -> String {
+    let (_, user) = call(
+        &setup.kas,
+        "POST",
+        "/users",
+        Some(json!({"username": username, "email": format!("{username}@example.com")})),
+    )
+    .await;
+    let id = user["id"].as_i64().unwrap();
+    if level > 0 {
+        let (status, _) = call(
+            &setup.kas,
+            "POST",
+            &format!("/projects/{}/members", setup.project_id),
+            Some(json!({"user_id": id, "access_level": level})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (_, token) = call(
+        &setup.kas,
+        "POST",
+        &format!("/users/{id}/personal_access_tokens"),
+        Some(json!({"name": "k8s", "scopes": scopes})),
+    )
+    .await;
+    token["token"].as_str().unwrap().to_string()
+}
+
+/// A kubeconfig pointing at kas's proxy for the setup's agent.
+fn kubeconfig(setup: &Setup, pat: &str, dir: &Path) -> PathBuf {
+    let path = dir.join(format!("kubeconfig-{}", &pat[pat.len() - 6..]));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gitlab\n  cluster:\n    server: {}/-/kubernetes-agent/k8s-proxy/\n    certificate-authority: {}\n\
+             users:\n- name: agent\n  user:\n    token: pat:{}:{}\ncontexts:\n- name: gitlab\n  context:\n    cluster: gitlab\n    user: agent\ncurrent-context: gitlab\n",
+            setup.kas.url,
+            setup.kas.ca_file().display(),
+            setup.agent_id,
+            pat
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn kubectl(binary: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut command = Command::new(kubectl_path(binary));
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn ok(result: (bool, String, String), what: &str) -> String {
+    assert!(result.0, "{what} failed:\n{}\n{}", result.1, result.2);
+    result.1
+}
+
+async fn agent_with_cluster_access(setup: &Setup) -> Agentk {
+    let mut options = setup.agent_options();
+    options.kubeconfig = Some(KubeEnv::shared().kubeconfig_path());
+    let mut agent = Agentk::start(AGENTK.as_ref(), options);
+    agent.wait_ready(Duration::from_secs(20)).await;
+    agent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_works_through_the_proxy() {
+    let setup = Setup::new().await;
+    let config = format!(
+        "user_access:\n  access_as:\n    agent: {{}}\n  projects:\n    - id: {}\n",
+        setup.project_path
+    );
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let ns = KubeEnv::shared().namespace("proxy").await;
+    let pat = member(&setup, "dora", 30, &["k8s_proxy"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(&setup, &pat, dir.path());
+
+    for (i, bin) in KUBECTLS.iter().enumerate() {
+        let name = format!("cm-{i}");
+        ok(kubectl(bin, &kc, &["get", "namespace", &ns], None), "get namespace");
+        ok(
+            kubectl(
+                bin,
+                &kc,
+                &["-n", &ns, "create", "configmap", &name, "--from-literal=a=1"],
+                None,
+            ),
+            "create",
+        );
+        let manifest = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  a: \"2\"\n");
+        ok(
+            kubectl(bin, &kc, &["-n", &ns, "apply", "-f", "-"], Some(&manifest)),
+            "apply",
+        );
+        ok(
+            kubectl(
+                bin,
+                &kc,
+                &[
+                    "-n",
+                    &ns,
+                    "patch",
+                    "configmap",
+                    &name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"data":{"b":"3"}}"#,
+                ],
+                None,
+            ),
+            "patch",
+        );
+        let ssa = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa-{i}\ndata:\n  s: \"1\"\n");
+        ok(
+            kubectl(
+                bin,
+                &kc,
+                &[
+                    "-n",
+                    &ns,
+                    "apply",
+                    "--server-side",
+                    "--field-manager=glagent-test",
+                    "-f",
+                    "-",
+                ],
+                Some(&ssa),
+            ),
+            "server-side apply",
+        );
+        let data = ok(
+            kubectl(
+                bin,
+                &kc,
+                &[
+                    "-n",
+                    &ns,
+                    "get",
+                    "configmap",
+                    &name,
+                    "-o",
+                    "jsonpath={.data.a}{.data.b}",
+                ],
+                None,
+            ),
+            "get",
+        );
+        assert_eq!(data, "23");
+        assert_eq!(
+            ok(
+                kubectl(bin, &kc, &["auth", "can-i", "create", "configmaps", "-n", &ns], None),
+                "can-i"
+            )
+            .trim(),
+            "yes"
+        );
+        ok(
+            kubectl(bin, &kc, &["-n", &ns, "delete", "configmap", &name], None),
+            "delete",
+        );
+    }
+
+    // A watch receives events as they happen.
+    let mut watch = Command::new(kubectl_path(KUBECTLS[1]))
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .args(["-n", &ns, "get", "configmaps", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline && !seen.contains("watched-later") {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ok(
+        kubectl(
+            KUBECTLS[1],
+            &kc,
+            &["-n", &ns, "create", "configmap", "watched-later"],
+            None,
+        ),
+        "create during watch",
+    );
+    let seen = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen.contains("configmap/watched-later"), "the watch saw: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_as_user_impersonates_the_gitlab_identity() {
+    let setup = Setup::new().await;
+    let config = format!(
+        "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
+        setup.project_path
+    );
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let env = KubeEnv::shared();
+    let ns = env.namespace("impersonate").await;
+    let pat = member(&setup, "ursula", 30, &["k8s_proxy"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(&setup, &pat, dir.path());
+    let bin = KUBECTLS[1];
+
+    let (allowed, _, stderr) = kubectl(bin, &kc, &["-n", &ns, "get", "secrets"], None);
+    assert!(!allowed, "no RoleBinding yet, so the API server must refuse");
+    assert!(stderr.contains("User \"gitlab:user:ursula\""), "{stderr}");
+
+    let admin = env.kubeconfig_path();
+    let project_group = format!("gitlab:project_role:{}:developer", setup.project_id);
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "role",
+                "secret-reader",
+                "--verb=get,list",
+                "--resource=secrets",
+            ],
+            None,
+        ),
+        "role",
+    );
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                "devs",
+                "--role=secret-reader",
+                &format!("--group={project_group}"),
+            ],
+            None,
+        ),
+        "rolebinding",
+    );
+    let _ = until(
+        Duration::from_secs(5),
+        "RBAC to allow the project's developers",
+        async || kubectl(bin, &kc, &["-n", &ns, "get", "secrets"], None).0,
+    )
+    .await;
+    // Reporters are included in a developer's groups, maintainers are not.
+    let reporter_group = format!("gitlab:project_role:{}:reporter", setup.project_id);
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "role",
+                "cm-reader",
+                "--verb=list",
+                "--resource=configmaps",
+            ],
+            None,
+        ),
+        "role",
+    );
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                "reporters",
+                "--role=cm-reader",
+                &format!("--group={reporter_group}"),
+            ],
+            None,
+        ),
+        "rolebinding",
+    );
+    let can = |resource: &'static str, verb: &'static str| {
+        let kc = kc.clone();
+        let ns = ns.clone();
+        async move {
+            kubectl(bin, &kc, &["auth", "can-i", verb, resource, "-n", &ns], None)
+                .1
+                .trim()
+                .to_string()
+        }
+    };
+    until(Duration::from_secs(5), "the reporter group to apply", async || {
+        can("configmaps", "list").await == "yes"
+    })
+    .await;
+    assert_eq!(can("pods", "list").await, "no");
+
+    // The client's own impersonation is refused while an identity is imposed.
+    let (nested, _, stderr) = kubectl(bin, &kc, &["--as=someone-else", "-n", &ns, "get", "secrets"], None);
+    assert!(!nested);
+    assert!(stderr.contains("nested impersonation is not supported"), "{stderr}");
+}
+
+#[tokio::test]
+async fn proxy_refusals_say_why() {
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let member_pat = member(&setup, "mia", 30, &["k8s_proxy"]).await;
+    let no_scope_pat = member(&setup, "nico", 30, &["api"]).await;
+    let reporter_pat = member(&setup, "rex", 20, &["k8s_proxy"]).await;
+    let http = setup.kas.http();
+    let url = format!("{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces", setup.kas.url);
+    let get = |token: Option<String>| {
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    };
+
+    let anonymous = get(None).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["gitlab-unauthorized"], "true");
+    let wrong = get(Some(format!("pat:{}:glpat-notarealtoken00000", setup.agent_id))).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.headers()["gitlab-unauthorized"], "true");
+    let scope = get(Some(format!("pat:{}:{no_scope_pat}", setup.agent_id))).await;
+    assert_eq!(scope.status(), StatusCode::FORBIDDEN);
+    assert!(scope.text().await.unwrap().contains("k8s_proxy scope"));
+    let reporter = get(Some(format!("pat:{}:{reporter_pat}", setup.agent_id))).await;
+    assert_eq!(reporter.status(), StatusCode::FORBIDDEN);
+    assert!(reporter.text().await.unwrap().contains("developer role"));
+    let other_agent = get(Some(format!("pat:999:{member_pat}"))).await;
+    assert_eq!(other_agent.status(), StatusCode::FORBIDDEN);
+    let not_connected = get(Some(format!("pat:{}:{member_pat}", setup.agent_id))).await;
+    assert_eq!(not_connected.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(not_connected.text().await.unwrap().contains("not connected"));
+}

@@ -1,0 +1,340 @@
+//! The Kubernetes API proxy for people and CI jobs:
+//! `<external-url>/-/kubernetes-agent/k8s-proxy/...`.
+//!
+//! kas authenticates the caller (`Authorization: Bearer pat:<agent id>:<token>`),
+//! checks the agent's `user_access`, decides the identity to impose, and
+//! forwards the request as a new HTTP/2 stream on one of the agent's
+//! connections. Bodies stream in both directions; dropping the client's
+//! request resets the stream, which cancels the request at the agent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use glagent_core::access::AccessLevel;
+use glagent_core::agent_config::{AgentConfig, UserAccessAs};
+use glagent_proto::{IMPERSONATION_HEADER, Impersonation, K8S_PROXY_PATH};
+use glagent_store::{Agent, Project, StoreError};
+
+use crate::api::auth::authenticate;
+use crate::state::AppState;
+
+pub const PREFIX: &str = "/-/kubernetes-agent/k8s-proxy";
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Credentials and GitLab-specific headers kas consumes.
+const CONSUMED: &[&str] = &[
+    "authorization",
+    "cookie",
+    "gitlab-agent-id",
+    "x-csrf-token",
+    IMPERSONATION_HEADER,
+];
+
+#[derive(Debug)]
+pub enum ProxyError {
+    Unauthorized(String),
+    Forbidden(String),
+    BadRequest(String),
+    Unavailable(String),
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let (code, reason, message) = match &self {
+            ProxyError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "Unauthorized", m),
+            ProxyError::Forbidden(m) => (StatusCode::FORBIDDEN, "Forbidden", m),
+            ProxyError::BadRequest(m) => (StatusCode::BAD_REQUEST, "BadRequest", m),
+            ProxyError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m),
+        };
+        // A Kubernetes Status, so kubectl prints the message.
+        let body = serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("GitLab agent: {message}"),
+            "reason": reason,
+            "code": code.as_u16(),
+        });
+        let mut response = (code, axum::Json(body)).into_response();
+        if code == StatusCode::UNAUTHORIZED {
+            // Tells a kas refusal apart from a 401 of the cluster.
+            response
+                .headers_mut()
+                .insert("gitlab-unauthorized", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Who may do what, once authenticated.
+struct Authorized {
+    agent_id: i64,
+    impersonation: Option<Impersonation>,
+}
+
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+    match proxy(&state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyError> {
+    let authorized = authorize(state, request.headers()).await?;
+    let imposed = authorized.impersonation.is_some();
+    if imposed && request.headers().keys().any(|k| k.as_str().starts_with("impersonate-")) {
+        return Err(ProxyError::BadRequest(
+            "nested impersonation is not supported: this agent already imposes an identity on you".into(),
+        ));
+    }
+    let connection = state.agents.pick(authorized.agent_id).ok_or_else(|| {
+        ProxyError::Unavailable(format!(
+            "agent {} is not connected to kas: check that agentk runs in the cluster",
+            authorized.agent_id
+        ))
+    })?;
+
+    let (parts, body) = request.into_parts();
+    let rest = parts.uri.path().strip_prefix(PREFIX).unwrap_or("/");
+    let rest = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    let target = match parts.uri.query() {
+        Some(query) => format!("{K8S_PROXY_PATH}{rest}?{query}"),
+        None => format!("{K8S_PROXY_PATH}{rest}"),
+    };
+    let mut forwarded = http::Request::builder().method(parts.method.clone()).uri(target);
+    let headers = forwarded.headers_mut().expect("fresh builder");
+    copy_end_to_end(&parts.headers, headers);
+    headers.append(header::VIA, HeaderValue::from_static("1.1 glagent-kas"));
+    if let Some(identity) = &authorized.impersonation {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(identity).expect("serialisable"));
+        headers.insert(
+            IMPERSONATION_HEADER,
+            HeaderValue::from_str(&encoded).expect("base64 is a valid header"),
+        );
+    }
+    let forwarded = forwarded
+        .body(body)
+        .map_err(|e| ProxyError::BadRequest(format!("cannot forward this request: {e}")))?;
+
+    let mut sender = connection.sender.clone();
+    sender
+        .ready()
+        .await
+        .map_err(|e| ProxyError::Unavailable(format!("the agent connection closed: {e}")))?;
+    let response = sender
+        .send_request(forwarded)
+        .await
+        .map_err(|e| ProxyError::Unavailable(format!("the agent did not answer: {e}")))?;
+    let (parts, body) = response.into_parts();
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = parts.status;
+    copy_end_to_end(&parts.headers, out.headers_mut());
+    out.headers_mut()
+        .append(header::VIA, HeaderValue::from_static("1.1 glagent-kas"));
+    Ok(out)
+}
+
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        let name_str = name.as_str();
+        if HOP_BY_HOP.contains(&name_str) || CONSUMED.contains(&name_str) {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, ProxyError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ProxyError::Unauthorized(
+            "send exactly one Authorization header: Bearer pat:<agent id>:<personal access token>".into(),
+        ));
+    };
+    let value = value.to_str().unwrap_or_default();
+    let credential = value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, c)| c.trim())
+        .ok_or_else(|| {
+            ProxyError::Unauthorized("the Authorization header must be Bearer <type>:<agent id>:<secret>".into())
+        })?;
+    let mut fields = credential.splitn(3, ':');
+    let (kind, agent_id, secret) = (fields.next(), fields.next(), fields.next());
+    let (Some(kind), Some(agent_id), Some(secret)) = (kind, agent_id, secret) else {
+        return Err(ProxyError::Unauthorized(
+            "the bearer token must look like pat:<agent id>:<personal access token>".into(),
+        ));
+    };
+    let agent_id: i64 = agent_id
+        .parse()
+        .map_err(|_| ProxyError::Unauthorized(format!("{agent_id:?} is not an agent id")))?;
+    match kind {
+        "pat" => authorize_user(state, agent_id, secret).await,
+        "ci" => Err(ProxyError::Unauthorized(
+            "CI job tokens are not supported by this kas yet".into(),
+        )),
+        other => Err(ProxyError::Unauthorized(format!(
+            "unknown token type {other:?}: use pat"
+        ))),
+    }
+}
+
+async fn authorize_user(state: &AppState, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
+    let caller = authenticate(state, secret)
+        .await
+        .map_err(|_| ProxyError::Unauthorized("the personal access token is unknown, revoked or expired".into()))?;
+    if !caller.token.has_scope("k8s_proxy") {
+        return Err(ProxyError::Forbidden(
+            "the personal access token needs the k8s_proxy scope".into(),
+        ));
+    }
+    let denied = || ProxyError::Forbidden(format!("agent {agent_id} does not exist or does not grant you access"));
+    let agent = match state.store.agent_by_id(agent_id).await {
+        Ok(agent) => agent,
+        Err(StoreError::NotFound) => return Err(denied()),
+        Err(error) => return Err(ProxyError::Unavailable(error.to_string())),
+    };
+    let project = state.store.project(agent.project_id).await.map_err(|_| denied())?;
+    let config = agent_config(state, &project, &agent).await?;
+    let Some(user_access) = config.user_access.as_ref() else {
+        return Err(ProxyError::Forbidden(format!(
+            "agent {agent_id} does not allow user access: list projects or groups under user_access in its configuration file"
+        )));
+    };
+    let user = &caller.user;
+    let mut project_roles = Vec::new();
+    for entry in &user_access.projects {
+        if let Ok(listed) = state.store.project_by_full_path(entry.id.as_str()).await
+            && let Ok(Some(level)) = state.project_access(user, &listed).await
+            && level >= AccessLevel::Developer
+        {
+            project_roles.push((listed.id, level));
+        }
+    }
+    let mut group_roles = Vec::new();
+    for entry in &user_access.groups {
+        if let Ok(group) = state.store.namespace_by_full_path(entry.id.as_str()).await
+            && group.is_group()
+            && let Ok(Some(level)) = state.namespace_access(user, group.id).await
+            && level >= AccessLevel::Developer
+        {
+            group_roles.push((group.id, level));
+        }
+    }
+    if project_roles.is_empty() && group_roles.is_empty() {
+        return Err(ProxyError::Forbidden(format!(
+            "you need the developer role or higher in a project or group listed in agent {agent_id}'s user_access"
+        )));
+    }
+    let impersonation = match user_access.access_as {
+        Some(UserAccessAs::User(_)) => {
+            let mut groups = vec!["gitlab:user".to_string()];
+            let roles_up_to = |level: AccessLevel| AccessLevel::ALL.into_iter().filter(move |l| *l <= level);
+            for (id, level) in &project_roles {
+                groups.extend(roles_up_to(*level).map(|r| format!("gitlab:project_role:{id}:{}", r.name())));
+            }
+            for (id, level) in &group_roles {
+                groups.extend(roles_up_to(*level).map(|r| format!("gitlab:group_role:{id}:{}", r.name())));
+            }
+            let extra = BTreeMap::from([
+                ("agent.gitlab.com/id".to_string(), vec![agent.id.to_string()]),
+                ("agent.gitlab.com/username".to_string(), vec![user.username.clone()]),
+                (
+                    "agent.gitlab.com/access_type".to_string(),
+                    vec!["personal_access_token".to_string()],
+                ),
+                (
+                    "agent.gitlab.com/config_project_id".to_string(),
+                    vec![project.id.to_string()],
+                ),
+            ]);
+            Some(Impersonation {
+                username: format!("gitlab:user:{}", user.username),
+                uid: None,
+                groups,
+                extra,
+            })
+        }
+        Some(UserAccessAs::Agent(_)) | None => None,
+    };
+    Ok(Authorized {
+        agent_id: agent.id,
+        impersonation,
+    })
+}
+
+/// The agent's configuration from its project's default branch, cached
+/// until the next push to that project.
+async fn agent_config(state: &AppState, project: &Project, agent: &Agent) -> Result<Arc<AgentConfig>, ProxyError> {
+    if let Some(config) = state.config_cache.get(agent.id) {
+        return Ok(config);
+    }
+    let path = glagent_core::agent_config::config_file_path(&agent.name);
+    let branch = format!("refs/heads/{}", project.default_branch);
+    let content = state
+        .repos
+        .read_file(project.id, &branch, &path)
+        .await
+        .map_err(|e| ProxyError::Unavailable(e.to_string()))?
+        .map(|f| f.content)
+        .unwrap_or_default();
+    let config = glagent_core::agent_config::parse_config(&path, &content)
+        .map_err(|e| ProxyError::Forbidden(format!("the agent configuration is invalid: {e}")))?;
+    let config = Arc::new(config);
+    state.config_cache.put(project.id, agent.id, config.clone());
+    Ok(config)
+}
+
+/// Agents' parsed configurations, dropped when their project is pushed to
+/// (and after a minute, for pushes to another replica).
+#[derive(Default)]
+pub struct ConfigCache {
+    entries: std::sync::Mutex<std::collections::HashMap<i64, (i64, std::time::Instant, Arc<AgentConfig>)>>,
+}
+
+impl ConfigCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn get(&self, agent_id: i64) -> Option<Arc<AgentConfig>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&agent_id)
+            .filter(|(_, at, _)| at.elapsed() < Self::TTL)
+            .map(|(_, _, config)| config.clone())
+    }
+
+    fn put(&self, project_id: i64, agent_id: i64, config: Arc<AgentConfig>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(agent_id, (project_id, std::time::Instant::now(), config));
+    }
+
+    /// Forgets every agent of a project (its repository changed).
+    pub fn invalidate_project(&self, project_id: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (project, _, _)| *project != project_id);
+    }
+}
