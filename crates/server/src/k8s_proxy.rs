@@ -313,7 +313,13 @@ async fn agent_config(state: &AppState, project: &Project, agent: &Agent) -> Res
 /// (and after a minute, for pushes to another replica).
 #[derive(Default)]
 pub struct ConfigCache {
-    entries: std::sync::Mutex<std::collections::HashMap<i64, (i64, std::time::Instant, Arc<AgentConfig>)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<i64, CacheEntry>>,
+}
+
+struct CacheEntry {
+    project_id: i64,
+    at: std::time::Instant,
+    config: Arc<AgentConfig>,
 }
 
 impl ConfigCache {
@@ -323,18 +329,19 @@ impl ConfigCache {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&agent_id)
-            .filter(|(_, at, _)| at.elapsed() < Self::TTL)
-            .map(|(_, _, config)| config.clone())
+            .filter(|entry| entry.at.elapsed() < Self::TTL)
+            .map(|entry| entry.config.clone())
     }
 
     fn put(&self, project_id: i64, agent_id: i64, config: Arc<AgentConfig>) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(agent_id, (project_id, std::time::Instant::now(), config));
+        let at = std::time::Instant::now();
+        entries.insert(agent_id, CacheEntry { project_id, at, config });
     }
 
     /// Forgets every agent of a project (its repository changed).
     pub fn invalidate_project(&self, project_id: i64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (project, _, _)| *project != project_id);
+        entries.retain(|_, entry| entry.project_id != project_id);
     }
 }
