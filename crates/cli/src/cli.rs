@@ -22,7 +22,8 @@ pub struct Cli {
 /// How to reach kas.
 #[derive(Debug, Args)]
 pub struct Connection {
-    /// kas URL, e.g. https://kas.example.com:8443 (or host[:port]).
+    /// kas URL, e.g. https://kas.example.com:8443 (or host[:port]). In CI,
+    /// set GITLAB_HOST from CI_SERVER_URL.
     #[arg(long, env = "GITLAB_HOST", global = true, default_value = "https://127.0.0.1:8443")]
     pub host: String,
     /// Personal access token.
@@ -38,6 +39,19 @@ pub enum Command {
     /// Kubernetes clusters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Inside a CI job.
+    #[command(subcommand)]
+    Ci(CiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Print the job's KUBECONFIG: one context per agent the job may use.
+    Kubeconfig {
+        /// The job token (GitLab CI sets CI_JOB_TOKEN).
+        #[arg(long, env = "CI_JOB_TOKEN", hide_env_values = true)]
+        job_token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,8 +72,14 @@ pub enum AgentCommand {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Ci(CiCommand::Kubeconfig { job_token }) = &cli.command {
+        let client = Client::anonymous(&cli.connection)?;
+        print!("{}", client.job_kubeconfig(job_token).await?);
+        return Ok(());
+    }
     let client = Client::new(&cli.connection)?;
     match cli.command {
+        Command::Ci(_) => unreachable!("handled above"),
         Command::Cluster(ClusterCommand::Agent(AgentCommand::List { repo })) => {
             let project = client.project_ref(&repo);
             let agents = client.get_list(&format!("/projects/{project}/cluster_agents")).await?;

@@ -18,6 +18,15 @@ impl Client {
             .clone()
             .filter(|t| !t.is_empty())
             .context("no token: set GITLAB_TOKEN to a personal access token (or pass --token)")?;
+        Client::with_token(connection, token)
+    }
+
+    /// A client for calls authenticated otherwise (a job token).
+    pub fn anonymous(connection: &Connection) -> Result<Client> {
+        Client::with_token(connection, String::new())
+    }
+
+    fn with_token(connection: &Connection, token: String) -> Result<Client> {
         let host = connection.host.trim_end_matches('/');
         let base = if host.contains("://") {
             host.to_string()
@@ -35,6 +44,24 @@ impl Client {
             base: format!("{base}/api/v4"),
             token,
         })
+    }
+
+    /// The KUBECONFIG of a CI job.
+    pub async fn job_kubeconfig(&self, job_token: &str) -> Result<String> {
+        let url = format!("{}/job/kubeconfig", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .header("JOB-TOKEN", job_token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{url}: {status}: {text}");
+        }
+        Ok(text)
     }
 
     /// A project reference for a URL: ids as they are, paths URL-encoded.

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod agent_config;
+pub mod ci_access;
 pub mod names;
 pub mod secret;
 pub mod version;

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of personal access tokens, as in GitLab.
 pub const PAT_PREFIX: &str = "glpat-";
+/// Prefix of CI job tokens, as in GitLab.
+pub const JOB_TOKEN_PREFIX: &str = "glcbt-";
 /// Prefix of agent tokens.
 pub const AGENT_TOKEN_PREFIX: &str = "glagent-";
 
@@ -68,6 +70,11 @@ pub fn new_personal_access_token() -> Secret {
 /// A new agent token: `glagent-` and 50 characters of `[A-Za-z0-9_-]`.
 pub fn new_agent_token() -> Secret {
     Secret(format!("{AGENT_TOKEN_PREFIX}{}", random_chars(50)))
+}
+
+/// A new CI job token: `glcbt-` and 40 random characters.
+pub fn new_job_token() -> Secret {
+    Secret(format!("{JOB_TOKEN_PREFIX}{}", random_chars(40)))
 }
 
 #[cfg(test)]

@@ -7,18 +7,16 @@
 //! connections. Bodies stream in both directions; dropping the client's
 //! request resets the stream, which cancels the request at the agent.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use glagent_core::access::AccessLevel;
-use glagent_core::agent_config::{AgentConfig, UserAccessAs};
+use glagent_core::agent_config::UserAccessAs;
 use glagent_proto::{IMPERSONATION_HEADER, Impersonation, K8S_PROXY_PATH};
-use glagent_store::{Agent, Project, StoreError};
+use glagent_store::StoreError;
+use std::collections::BTreeMap;
 
 use crate::api::auth::authenticate;
 use crate::state::AppState;
@@ -186,7 +184,8 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, 
     let (kind, agent_id, secret) = (fields.next(), fields.next(), fields.next());
     let (Some(kind), Some(agent_id), Some(secret)) = (kind, agent_id, secret) else {
         return Err(ProxyError::Unauthorized(
-            "the bearer token must look like pat:<agent id>:<personal access token>".into(),
+            "the bearer token must look like pat:<agent id>:<personal access token> or ci:<agent id>:<job token>"
+                .into(),
         ));
     };
     let agent_id: i64 = agent_id
@@ -194,13 +193,44 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, 
         .map_err(|_| ProxyError::Unauthorized(format!("{agent_id:?} is not an agent id")))?;
     match kind {
         "pat" => authorize_user(state, agent_id, secret).await,
-        "ci" => Err(ProxyError::Unauthorized(
-            "CI job tokens are not supported by this kas yet".into(),
-        )),
+        "ci" => authorize_job(state, agent_id, secret).await,
         other => Err(ProxyError::Unauthorized(format!(
-            "unknown token type {other:?}: use pat"
+            "unknown token type {other:?}: use pat or ci"
         ))),
     }
+}
+
+async fn authorize_job(state: &AppState, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
+    let job = match state
+        .store
+        .ci_job_by_token_digest(&glagent_core::secret::digest(secret))
+        .await
+    {
+        Ok(job) => job,
+        Err(StoreError::NotFound) => return Err(ProxyError::Unauthorized("the CI job token is unknown".into())),
+        Err(error) => return Err(ProxyError::Unavailable(error.to_string())),
+    };
+    if !job.is_active() {
+        return Err(ProxyError::Unauthorized(
+            "the CI job token has expired or its job has ended".into(),
+        ));
+    }
+    let allowed = crate::ci::allowed_agents(state, &job)
+        .await
+        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+    let Some(allowed) = allowed.into_iter().find(|a| a.agent.id == agent_id) else {
+        return Err(ProxyError::Forbidden(format!(
+            "agent {agent_id} is not allowed for this job: its ci_access must list the job's project or a group above it, \
+             and match the job's environment and branch protection"
+        )));
+    };
+    let impersonation = crate::ci::job_identity(state, &job, &allowed)
+        .await
+        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+    Ok(Authorized {
+        agent_id,
+        impersonation,
+    })
 }
 
 async fn authorize_user(state: &AppState, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
@@ -219,7 +249,14 @@ async fn authorize_user(state: &AppState, agent_id: i64, secret: &str) -> Result
         Err(error) => return Err(ProxyError::Unavailable(error.to_string())),
     };
     let project = state.store.project(agent.project_id).await.map_err(|_| denied())?;
-    let config = agent_config(state, &project, &agent).await?;
+    let config = crate::agent_configs::load(state, &project, &agent)
+        .await
+        .map_err(|e| match e {
+            crate::agent_configs::LoadError::Invalid(e) => {
+                ProxyError::Forbidden(format!("the agent configuration is invalid: {e}"))
+            }
+            crate::agent_configs::LoadError::Git(e) => ProxyError::Unavailable(e.to_string()),
+        })?;
     let Some(user_access) = config.user_access.as_ref() else {
         return Err(ProxyError::Forbidden(format!(
             "agent {agent_id} does not allow user access: list projects or groups under user_access in its configuration file"
@@ -285,63 +322,4 @@ async fn authorize_user(state: &AppState, agent_id: i64, secret: &str) -> Result
         agent_id: agent.id,
         impersonation,
     })
-}
-
-/// The agent's configuration from its project's default branch, cached
-/// until the next push to that project.
-async fn agent_config(state: &AppState, project: &Project, agent: &Agent) -> Result<Arc<AgentConfig>, ProxyError> {
-    if let Some(config) = state.config_cache.get(agent.id) {
-        return Ok(config);
-    }
-    let path = glagent_core::agent_config::config_file_path(&agent.name);
-    let branch = format!("refs/heads/{}", project.default_branch);
-    let content = state
-        .repos
-        .read_file(project.id, &branch, &path)
-        .await
-        .map_err(|e| ProxyError::Unavailable(e.to_string()))?
-        .map(|f| f.content)
-        .unwrap_or_default();
-    let config = glagent_core::agent_config::parse_config(&path, &content)
-        .map_err(|e| ProxyError::Forbidden(format!("the agent configuration is invalid: {e}")))?;
-    let config = Arc::new(config);
-    state.config_cache.put(project.id, agent.id, config.clone());
-    Ok(config)
-}
-
-/// Agents' parsed configurations, dropped when their project is pushed to
-/// (and after a minute, for pushes to another replica).
-#[derive(Default)]
-pub struct ConfigCache {
-    entries: std::sync::Mutex<std::collections::HashMap<i64, CacheEntry>>,
-}
-
-struct CacheEntry {
-    project_id: i64,
-    at: std::time::Instant,
-    config: Arc<AgentConfig>,
-}
-
-impl ConfigCache {
-    const TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
-    fn get(&self, agent_id: i64) -> Option<Arc<AgentConfig>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&agent_id)
-            .filter(|entry| entry.at.elapsed() < Self::TTL)
-            .map(|entry| entry.config.clone())
-    }
-
-    fn put(&self, project_id: i64, agent_id: i64, config: Arc<AgentConfig>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let at = std::time::Instant::now();
-        entries.insert(agent_id, CacheEntry { project_id, at, config });
-    }
-
-    /// Forgets every agent of a project (its repository changed).
-    pub fn invalidate_project(&self, project_id: i64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, entry| entry.project_id != project_id);
-    }
 }

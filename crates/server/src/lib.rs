@@ -4,10 +4,12 @@
 //! `/api/v4`, Git over smart HTTP, health endpoints, and (later) the agent
 //! endpoint and the Kubernetes API proxy under `/-/kubernetes-agent/`.
 
+pub mod agent_configs;
 pub mod agents;
 pub mod api;
 pub mod args;
 pub mod bootstrap;
+pub mod ci;
 pub mod git;
 pub mod git_http;
 pub mod k8s_proxy;
@@ -183,7 +185,12 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let state = AppState::new(store.clone(), repos, external_url.clone());
+    let ca_pem = if tls.is_some() && args.tls_cert_file.is_none() {
+        std::fs::read_to_string(storage.data_dir.join("tls/ca.crt")).ok()
+    } else {
+        None
+    };
+    let state = AppState::new(store.clone(), repos, external_url.clone(), ca_pem);
     tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
     accept_loop(listener, tls, router(state), shutdown_signal()).await;
     store.close().await;

@@ -17,10 +17,12 @@ pub struct Inner {
     pub store: Store,
     pub repos: Repos,
     pub external_url: Url,
+    /// The CA kas generated for itself, if it did: put in kubeconfigs.
+    pub ca_pem: Option<String>,
     /// The agents connected to this kas.
     pub agents: crate::agents::AgentRegistry,
     /// Parsed agent configurations for the Kubernetes API proxy.
-    pub config_cache: crate::k8s_proxy::ConfigCache,
+    pub config_cache: crate::agent_configs::ConfigCache,
     /// Every recorded push, for parts that react to configuration changes.
     pub pushes: broadcast::Sender<PushEvent>,
 }
@@ -34,12 +36,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, repos: Repos, external_url: Url) -> AppState {
+    pub fn new(store: Store, repos: Repos, external_url: Url, ca_pem: Option<String>) -> AppState {
         let (pushes, _) = broadcast::channel(256);
         AppState(Arc::new(Inner {
             store,
             repos,
             external_url,
+            ca_pem,
             agents: Default::default(),
             config_cache: Default::default(),
             pushes,

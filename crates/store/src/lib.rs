@@ -629,6 +629,65 @@ impl Store {
         Ok(())
     }
 
+    // ---- CI jobs ----
+
+    pub async fn create_ci_job(&self, job: &NewCiJob) -> Result<CiJob> {
+        sqlx::query_as::<_, CiJob>(
+            "INSERT INTO ci_jobs (job_id, project_id, pipeline_id, user_id, ref_name, ref_protected, environment_slug, \
+             environment_tier, token_digest, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+        )
+        .bind(job.job_id)
+        .bind(job.project_id)
+        .bind(job.pipeline_id)
+        .bind(job.user_id)
+        .bind(&job.ref_name)
+        .bind(i64::from(job.ref_protected))
+        .bind(&job.environment_slug)
+        .bind(&job.environment_tier)
+        .bind(&job.token_digest)
+        .bind(&job.expires_at)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, format!("job {} is already registered", job.job_id)))
+    }
+
+    pub async fn ci_job_by_token_digest(&self, digest: &str) -> Result<CiJob> {
+        sqlx::query_as::<_, CiJob>("SELECT * FROM ci_jobs WHERE token_digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn ci_job(&self, job_id: i64) -> Result<CiJob> {
+        sqlx::query_as::<_, CiJob>("SELECT * FROM ci_jobs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Ends a job: its token stops working.
+    pub async fn finish_ci_job(&self, job_id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE ci_jobs SET finished = 1 WHERE job_id = $1")
+            .bind(job_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Every agent of the instance, for CI access decisions.
+    pub async fn all_agents(&self) -> Result<Vec<Agent>> {
+        Ok(sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     // ---- pushes ----
 
     pub async fn record_push(&self, push: &NewPushEvent) -> Result<PushEvent> {

@@ -213,3 +213,41 @@ pub struct NewPushEvent {
     pub after_sha: String,
     pub user_id: Option<i64>,
 }
+
+/// A CI job and its token.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CiJob {
+    pub job_id: i64,
+    pub project_id: i64,
+    pub pipeline_id: i64,
+    pub user_id: i64,
+    pub ref_name: String,
+    pub ref_protected: i64,
+    pub environment_slug: Option<String>,
+    pub environment_tier: Option<String>,
+    pub token_digest: String,
+    pub expires_at: String,
+    pub finished: i64,
+    pub created_at: String,
+}
+
+impl CiJob {
+    /// A job token works while the job runs and before it expires.
+    pub fn is_active(&self) -> bool {
+        self.finished == 0 && !crate::is_past(&self.expires_at)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewCiJob {
+    pub job_id: i64,
+    pub project_id: i64,
+    pub pipeline_id: i64,
+    pub user_id: i64,
+    pub ref_name: String,
+    pub ref_protected: bool,
+    pub environment_slug: Option<String>,
+    pub environment_tier: Option<String>,
+    pub token_digest: String,
+    pub expires_at: String,
+}

@@ -405,3 +405,231 @@ async fn proxy_refusals_say_why() {
     assert_eq!(not_connected.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(not_connected.text().await.unwrap().contains("not connected"));
 }
+
+/// Registers a CI job of `project` and returns its job token.
+async fn ci_job(setup: &Setup, pat: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let response = setup
+        .kas
+        .http()
+        .post(setup.kas.api("/ci/jobs"))
+        .header("PRIVATE-TOKEN", pat)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
+    let setup = Setup::new().await;
+    let env = KubeEnv::shared();
+    let ns = env.namespace("ci").await;
+    let (_, group) = call(
+        &setup.kas,
+        "POST",
+        "/groups",
+        Some(json!({"name": "acme", "path": "acme"})),
+    )
+    .await;
+    let (_, app) = call(
+        &setup.kas,
+        "POST",
+        "/projects",
+        Some(json!({"name": "app", "namespace_id": group["id"]})),
+    )
+    .await;
+    let (_, other) = call(
+        &setup.kas,
+        "POST",
+        "/projects",
+        Some(json!({"name": "other", "namespace_id": group["id"]})),
+    )
+    .await;
+    let config = format!(
+        "ci_access:\n  projects:\n    - id: acme/app\n      default_namespace: {ns}\n      environments: [\"review/*\", production]\n      access_as:\n        ci_job: {{}}\n"
+    );
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let (_, bot) = call(&setup.kas, "POST", "/users", Some(json!({"username": "ci-bot"}))).await;
+    for project in [&app, &other] {
+        call(
+            &setup.kas,
+            "POST",
+            &format!("/projects/{}/members", project["id"]),
+            Some(json!({"user_id": bot["id"], "access_level": 30})),
+        )
+        .await;
+    }
+    let (_, pat) = call(
+        &setup.kas,
+        "POST",
+        &format!("/users/{}/personal_access_tokens", bot["id"]),
+        Some(json!({"name": "ci", "scopes": ["api"]})),
+    )
+    .await;
+    let pat = pat["token"].as_str().unwrap().to_string();
+
+    let (status, job) = ci_job(
+        &setup,
+        &pat,
+        json!({"project_id": "acme/app", "pipeline_id": 11, "job_id": 1001, "ref": "main", "ref_protected": true,
+               "environment": "review/feature-x", "environment_tier": "development"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let job_token = job["token"].as_str().unwrap().to_string();
+    assert!(job_token.starts_with("glcbt-"));
+
+    // allowed_agents, in GitLab's shape.
+    let allowed: serde_json::Value = setup
+        .kas
+        .http()
+        .get(setup.kas.api("/job/allowed_agents"))
+        .header("JOB-TOKEN", &job_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(allowed["allowed_agents"][0]["id"], setup.agent_id, "{allowed}");
+    assert_eq!(
+        allowed["allowed_agents"][0]["configuration"]["default_namespace"],
+        ns.as_str()
+    );
+    assert_eq!(allowed["job"]["id"], 1001);
+    assert_eq!(allowed["pipeline"]["id"], 11);
+    assert_eq!(allowed["project"]["groups"][0]["id"], group["id"]);
+    assert_eq!(allowed["environment"]["slug"], "review/feature-x");
+
+    // `glagent ci kubeconfig` writes the job's KUBECONFIG.
+    let glagent = PathBuf::from(AGENTK).with_file_name("glagent");
+    let output = Command::new(&glagent)
+        .args(["ci", "kubeconfig"])
+        .env("GITLAB_HOST", &setup.kas.url)
+        .env("CI_JOB_TOKEN", &job_token)
+        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
+        .output()
+        .expect("glagent is built next to agentk");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(&kc, &output.stdout).unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(text.contains(&format!("ci:{}:{job_token}", setup.agent_id)), "{text}");
+    let context = format!("{}:edge", setup.project_path);
+    let bin = KUBECTLS[0];
+    let (allowed_now, _, stderr) = kubectl(bin, &kc, &["--context", &context, "get", "configmaps"], None);
+    assert!(!allowed_now);
+    assert!(stderr.contains("User \"gitlab:ci_job:1001\""), "{stderr}");
+    let admin = env.kubeconfig_path();
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "role",
+                "deployer",
+                "--verb=list,create",
+                "--resource=configmaps",
+            ],
+            None,
+        ),
+        "role",
+    );
+    ok(
+        kubectl(
+            bin,
+            &admin,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                "app-jobs",
+                "--role=deployer",
+                &format!("--group=gitlab:project:{}", app["id"]),
+            ],
+            None,
+        ),
+        "rolebinding",
+    );
+    until(Duration::from_secs(5), "RBAC for the job's project group", async || {
+        kubectl(bin, &kc, &["--context", &context, "get", "configmaps"], None).0
+    })
+    .await;
+    ok(
+        kubectl(
+            bin,
+            &kc,
+            &["--context", &context, "create", "configmap", "deployed-by-ci"],
+            None,
+        ),
+        "create from CI",
+    );
+
+    let proxy_get = |token: String| {
+        let http = setup.kas.http();
+        let url = format!(
+            "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/{ns}/configmaps",
+            setup.kas.url
+        );
+        async move { http.get(url).bearer_auth(token).send().await.unwrap().status() }
+    };
+    // An environment outside the list.
+    let (_, staging) = ci_job(
+        &setup,
+        &pat,
+        json!({"project_id": "acme/app", "pipeline_id": 12, "job_id": 1002, "ref": "main", "ref_protected": true, "environment": "staging"}),
+    )
+    .await;
+    assert_eq!(
+        proxy_get(format!("ci:{}:{}", setup.agent_id, staging["token"].as_str().unwrap())).await,
+        StatusCode::FORBIDDEN
+    );
+    // A project not in ci_access.
+    let (_, stranger) = ci_job(
+        &setup,
+        &pat,
+        json!({"project_id": "acme/other", "pipeline_id": 13, "job_id": 1003, "ref": "main", "environment": "production"}),
+    )
+    .await;
+    assert_eq!(
+        proxy_get(format!("ci:{}:{}", setup.agent_id, stranger["token"].as_str().unwrap())).await,
+        StatusCode::FORBIDDEN
+    );
+    // An expired token, and a job that ended.
+    let (_, short) = ci_job(
+        &setup,
+        &pat,
+        json!({"project_id": "acme/app", "pipeline_id": 14, "job_id": 1004, "ref": "main", "environment": "production", "expires_in": 1}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        proxy_get(format!("ci:{}:{}", setup.agent_id, short["token"].as_str().unwrap())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        proxy_get(format!("ci:{}:{job_token}", setup.agent_id)).await,
+        StatusCode::OK
+    );
+    let finished = setup
+        .kas
+        .http()
+        .delete(setup.kas.api("/ci/jobs/1001"))
+        .header("PRIVATE-TOKEN", &pat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        proxy_get(format!("ci:{}:{job_token}", setup.agent_id)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

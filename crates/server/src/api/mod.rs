@@ -3,6 +3,7 @@
 
 mod agents;
 pub mod auth;
+mod ci;
 mod entities;
 pub mod error;
 mod files;
@@ -81,6 +82,10 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
             get(agents::get_token).delete(agents::revoke_token),
         )
+        .route("/ci/jobs", post(ci::create_job))
+        .route("/ci/jobs/{job_id}", axum::routing::delete(ci::finish_job))
+        .route("/job/allowed_agents", get(ci::allowed_agents))
+        .route("/job/kubeconfig", get(ci::kubeconfig))
         .route("/metadata", get(meta::metadata))
         .route("/version", get(meta::version))
         .fallback(|| async { ApiError::NotFound("Route") })
