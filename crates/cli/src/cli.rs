@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::Client;
-use crate::render;
+use crate::{kubeconfig, render};
 
 /// The glagent command-line client.
 #[derive(Debug, Parser)]
@@ -69,6 +69,25 @@ pub enum AgentCommand {
         #[arg(short = 'R', long = "repo")]
         repo: String,
     },
+    /// Add a kubeconfig context that reaches the cluster through the agent
+    /// (user access), authenticated by `glagent cluster agent get-token`.
+    UpdateKubeconfig {
+        /// The agent's id.
+        #[arg(long)]
+        agent: i64,
+        /// The kubeconfig to update (default: $KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Make the new context the current one.
+        #[arg(long)]
+        use_context: bool,
+    },
+    /// Print an ExecCredential for kubectl (used by update-kubeconfig).
+    GetToken {
+        /// The agent's id.
+        #[arg(long)]
+        agent: i64,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -92,6 +111,37 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push((agent, connections));
             }
             print!("{}", render::agent_table(&rows));
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::UpdateKubeconfig {
+            agent,
+            kubeconfig,
+            use_context,
+        })) => {
+            let metadata = client.get("/metadata").await?;
+            let server = metadata["kas"]["externalK8sProxyUrl"]
+                .as_str()
+                .context("kas did not report its Kubernetes API proxy URL")?
+                .to_string();
+            let ca_pem = match &cli.connection.ca_cert {
+                Some(path) => Some(std::fs::read(path)?),
+                None => None,
+            };
+            let path = kubeconfig.unwrap_or_else(kubeconfig::default_path);
+            let name = kubeconfig::entry_name(client.host(), agent);
+            kubeconfig::update(&kubeconfig::Update {
+                path: &path,
+                name: &name,
+                server: &server,
+                ca_pem: ca_pem.as_deref(),
+                agent_id: agent,
+                host: client.host(),
+                ca_file: cli.connection.ca_cert.as_deref(),
+                use_context,
+            })?;
+            println!("context {name} written to {}", path.display());
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::GetToken { agent })) => {
+            println!("{}", kubeconfig::get_token(&client, client.host(), agent).await?);
         }
     }
     Ok(())

@@ -46,6 +46,56 @@ impl Client {
         })
     }
 
+    /// POSTs JSON and returns the JSON answer.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .header("PRIVATE-TOKEN", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
+            bail!("{path}: {status}: {message}");
+        }
+        Ok(body)
+    }
+
+    /// GETs one JSON object.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .header("PRIVATE-TOKEN", &self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body.to_string());
+            bail!("{path}: {status}: {message}");
+        }
+        Ok(body)
+    }
+
+    /// The kas URL this client talks to (without /api/v4).
+    pub fn host(&self) -> &str {
+        self.base.trim_end_matches("/api/v4")
+    }
+
     /// The KUBECONFIG of a CI job.
     pub async fn job_kubeconfig(&self, job_token: &str) -> Result<String> {
         let url = format!("{}/job/kubeconfig", self.base);

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod kubeconfig;
 mod render;
 
 use clap::Parser;

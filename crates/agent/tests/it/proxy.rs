@@ -633,3 +633,63 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let api_pat = member(&setup, "wendy", 30, &["api"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("config");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",
+    )
+    .unwrap();
+    let glagent = PathBuf::from(AGENTK).with_file_name("glagent");
+    let output = Command::new(&glagent)
+        .args([
+            "cluster",
+            "agent",
+            "update-kubeconfig",
+            "--agent",
+            &setup.agent_id.to_string(),
+            "--use-context",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .env("GITLAB_HOST", &setup.kas.url)
+        .env("GITLAB_TOKEN", &api_pat)
+        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let written = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        written.contains("get-token") && written.contains("k8s-proxy"),
+        "{written}"
+    );
+
+    for bin in KUBECTLS {
+        let output = Command::new(kubectl_path(bin))
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "namespace", "default", "-o", "name"])
+            .env("GITLAB_TOKEN", &api_pat)
+            .env("XDG_CACHE_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{bin}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "namespace/default");
+    }
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("glagent/k8s-proxy-tokens"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "the day's k8s_proxy token is cached and reused");
+}

@@ -28,6 +28,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/user", get(users::current))
+        .route("/user/personal_access_tokens", post(users::create_own_token))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{user_id}", get(users::get))
         .route("/users/{user_id}/personal_access_tokens", post(users::create_token))

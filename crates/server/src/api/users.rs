@@ -161,3 +161,59 @@ pub fn validate_date(date: &str) -> ApiResult<()> {
         .map(|_| ())
         .map_err(|_| ApiError::BadRequest(format!("expires_at: {date:?} is not a date; use YYYY-MM-DD")))
 }
+
+#[derive(Deserialize)]
+pub struct SelfTokenParams {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "string_list")]
+    scopes: Vec<String>,
+    expires_at: Option<String>,
+}
+
+/// `POST /user/personal_access_tokens`: a user makes a token for
+/// themselves; as in GitLab, only the `k8s_proxy` scope is allowed here.
+pub async fn create_own_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Params(params): Params<SelfTokenParams>,
+) -> ApiResult<Response> {
+    let name = params
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("name is missing".into()))?;
+    if params.scopes != ["k8s_proxy"] {
+        return Err(ApiError::BadRequest(
+            "scopes must be [\"k8s_proxy\"]: other scopes need an administrator".into(),
+        ));
+    }
+    let expires_at = params
+        .expires_at
+        .ok_or_else(|| ApiError::BadRequest("expires_at is missing (YYYY-MM-DD)".into()))?;
+    validate_date(&expires_at)?;
+    let token = secret::new_personal_access_token();
+    let record = state
+        .store
+        .create_personal_access_token(&NewPersonalAccessToken {
+            user_id: caller.user.id,
+            name,
+            scopes: params.scopes.clone(),
+            token_digest: token.digest(),
+            expires_at: Some(expires_at),
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": record.id,
+            "name": record.name,
+            "revoked": false,
+            "created_at": record.created_at,
+            "scopes": record.scope_list(),
+            "user_id": caller.user.id,
+            "active": true,
+            "expires_at": record.expires_at,
+            "token": token.expose(),
+        })),
+    )
+        .into_response())
+}
