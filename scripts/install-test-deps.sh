@@ -17,11 +17,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 VENV=$CACHE/venv
-REQS="python-gitlab>=8,<9"
+REQS="python-gitlab>=8,<9 kubernetes>=31"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.reqs" 2>/dev/null)" != "$REQS" ]; then
   echo "[deps] creating $VENV" >&2
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$REQS"
+  # shellcheck disable=SC2086 # REQS is a list of requirements
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check $REQS
   echo "$REQS" > "$VENV/.reqs"
 fi

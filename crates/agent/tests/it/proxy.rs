@@ -693,3 +693,128 @@ async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
         .collect();
     assert_eq!(cached.len(), 1, "the day's k8s_proxy token is cached and reused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_kubernetes_client_works_through_the_proxy() {
+    let python = std::env::var("GLAGENT_PYTHON")
+        .expect("GLAGENT_PYTHON is not set: run the tests with scripts/test.sh, which installs the kubernetes client");
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let ns = KubeEnv::shared().namespace("python").await;
+    let pat = member(&setup, "pyuser", 30, &["k8s_proxy"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(&setup, &pat, dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kubernetes_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .env("KUBECONFIG", &kc)
+            .env("NAMESPACE", &ns)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("all kubernetes client checks passed"), "{stdout}");
+}
+
+/// The number of watches the API server holds on ConfigMaps.
+async fn configmap_watchers() -> u64 {
+    let env = KubeEnv::shared();
+    let client = env.client().await;
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_registered_watchers{") && l.contains("kind=\"ConfigMap\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server() {
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let env = KubeEnv::shared();
+    let ns = env.namespace("stall").await;
+    let pat = member(&setup, "walter", 30, &["k8s_proxy"]).await;
+    let http = setup.kas.http();
+    let base = format!("{}/-/kubernetes-agent/k8s-proxy", setup.kas.url);
+    let auth = format!("pat:{}:{pat}", setup.agent_id);
+    let get_once = || {
+        let request = http.get(format!("{base}/api/v1/namespaces/{ns}")).bearer_auth(&auth);
+        async move {
+            let start = Instant::now();
+            let response = tokio::time::timeout(Duration::from_secs(5), request.send())
+                .await
+                .expect("GET timed out")
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.unwrap();
+            start.elapsed()
+        }
+    };
+    let p99 = |mut samples: Vec<Duration>| {
+        samples.sort();
+        samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+    };
+    let mut baseline = Vec::new();
+    for _ in 0..100 {
+        baseline.push(get_once().await);
+    }
+    let watchers_before = configmap_watchers().await;
+
+    // 50 watches whose bodies nobody reads, while events keep coming.
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let response = http
+            .get(format!("{base}/api/v1/namespaces/{ns}/configmaps?watch=1"))
+            .bearer_auth(&auth)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        stalled.push(response);
+    }
+    until(
+        Duration::from_secs(10),
+        "50 more watches at the API server",
+        async || configmap_watchers().await >= watchers_before + 50,
+    )
+    .await;
+    let admin = env.client().await;
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(admin, &ns);
+    let filler = "x".repeat(64 * 1024);
+    for i in 0..20 {
+        let cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("fill-{i}")}, "data": {"x": filler}})).unwrap();
+        configmaps.create(&Default::default(), &cm).await.unwrap();
+    }
+    let mut during = Vec::new();
+    for _ in 0..200 {
+        during.push(get_once().await);
+    }
+    println!(
+        "GET p99 through the proxy: {:?} alone, {:?} with 50 stalled watches (20 x 64 KiB events pending on each)",
+        p99(baseline),
+        p99(during)
+    );
+
+    // Dropping the client side ends the watches at the API server.
+    drop(stalled);
+    until(
+        Duration::from_secs(10),
+        "the API server to drop the watches",
+        async || configmap_watchers().await <= watchers_before,
+    )
+    .await;
+}
