@@ -179,3 +179,24 @@ pub fn agent_idle(root: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// Builds everything in release and runs `bench-proxy`.
+pub fn proxy(root: &Path) -> Result<()> {
+    let status = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "kas",
+            "--bin",
+            "agentk",
+            "--bin",
+            "bench-proxy",
+        ])
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "release build failed");
+    let status = Command::new(target_dir(root).join("release/bench-proxy")).status()?;
+    anyhow::ensure!(status.success(), "the proxy benchmark failed");
+    Ok(())
+}

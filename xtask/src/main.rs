@@ -1,6 +1,8 @@
 //! Project chores, run as `cargo xtask <task>` (matklad's cargo-xtask).
 //!
 //! - `bench agent-idle`: idle agentk memory (see `bench.rs`).
+//! - `bench proxy`: the Kubernetes API proxy against direct access and
+//!   `kubectl proxy` (see `bin/bench_proxy.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`) and
 //!   that no debugging leftovers (`dbg!`) are committed.
 
@@ -16,10 +18,11 @@ fn main() -> Result<()> {
         "tidy" => tidy(&workspace_root()),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("agent-idle") => bench::agent_idle(&workspace_root()),
-            _ => bail!("usage: cargo xtask bench agent-idle"),
+            Some("proxy") => bench::proxy(&workspace_root()),
+            _ => bail!("usage: cargo xtask bench agent-idle|proxy"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | cargo xtask bench agent-idle");
+            eprintln!("usage: cargo xtask tidy | cargo xtask bench agent-idle|proxy");
             std::process::exit(2);
         }
     }

@@ -83,6 +83,7 @@ impl IntoResponse for ProxyError {
 }
 
 /// Who may do what, once authenticated.
+#[derive(Clone)]
 struct Authorized {
     agent_id: i64,
     impersonation: Option<Impersonation>,
@@ -165,7 +166,51 @@ fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// Authorisation decisions are kept for a few seconds, so that a burst of
+/// requests (kubectl sends several per command) costs one decision.
+#[derive(Default)]
+pub struct DecisionCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Authorized)>>,
+}
+
+impl DecisionCache {
+    const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn get(&self, key: &str) -> Option<Authorized> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+        entries.get(key).map(|(_, authorized)| authorized.clone())
+    }
+
+    fn put(&self, key: String, authorized: Authorized) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(key, (std::time::Instant::now(), authorized));
+    }
+
+    /// Forgets every decision (a configuration or a credential changed).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Authorized, ProxyError> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| glagent_core::secret::digest_bytes(v.as_bytes()));
+    if let Some(key) = &key
+        && headers.get_all(header::AUTHORIZATION).iter().count() == 1
+        && let Some(authorized) = state.proxy_decisions.get(key)
+    {
+        return Ok(authorized);
+    }
+    let authorized = decide(state, headers).await?;
+    if let Some(key) = key {
+        state.proxy_decisions.put(key, authorized.clone());
+    }
+    Ok(authorized)
+}
+
+async fn decide(state: &AppState, headers: &HeaderMap) -> Result<Authorized, ProxyError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ProxyError::Unauthorized(

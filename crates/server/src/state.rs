@@ -23,6 +23,8 @@ pub struct Inner {
     pub agents: crate::agents::AgentRegistry,
     /// Parsed agent configurations for the Kubernetes API proxy.
     pub config_cache: crate::agent_configs::ConfigCache,
+    /// Recent Kubernetes API proxy authorisation decisions.
+    pub proxy_decisions: crate::k8s_proxy::DecisionCache,
     /// Every recorded push, for parts that react to configuration changes.
     pub pushes: broadcast::Sender<PushEvent>,
 }
@@ -45,6 +47,7 @@ impl AppState {
             ca_pem,
             agents: Default::default(),
             config_cache: Default::default(),
+            proxy_decisions: Default::default(),
             pushes,
         }))
     }
@@ -116,6 +119,7 @@ impl AppState {
     /// Records ref changes of a project and tells whoever listens.
     pub async fn record_pushes(&self, project_id: i64, user_id: Option<i64>, updates: &[RefUpdate]) {
         self.config_cache.invalidate_project(project_id);
+        self.proxy_decisions.clear();
         for update in updates {
             let new = NewPushEvent {
                 project_id,

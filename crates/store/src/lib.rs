@@ -87,6 +87,13 @@ pub fn is_past(timestamp: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether an RFC 3339 time stored here is more than `age` ago.
+pub fn is_older_than(timestamp: &str, age: std::time::Duration) -> bool {
+    OffsetDateTime::parse(timestamp, &Rfc3339)
+        .map(|t| OffsetDateTime::now_utc() - t > age)
+        .unwrap_or(true)
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,

@@ -91,6 +91,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Maintainer)?;
+    state.proxy_decisions.clear();
     match state.store.delete_agent(project.id, agent_id).await {
         Ok(()) => {
             let closed = state.agents.close_agent(agent_id);

@@ -66,7 +66,13 @@ pub async fn authenticate(state: &AppState, token: &str) -> ApiResult<Caller> {
         .user(record.user_id)
         .await
         .map_err(|_| ApiError::Unauthorized)?;
-    if let Err(error) = state.store.touch_personal_access_token(record.id).await {
+    // Recording every use would make each request a database write; a
+    // minute's precision is what GitLab keeps too.
+    let stale = record
+        .last_used_at
+        .as_deref()
+        .is_none_or(|t| glagent_store::is_older_than(t, std::time::Duration::from_secs(60)));
+    if stale && let Err(error) = state.store.touch_personal_access_token(record.id).await {
         tracing::warn!(%error, "could not record token use");
     }
     Ok(Caller { user, token: record })

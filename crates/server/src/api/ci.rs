@@ -157,6 +157,7 @@ pub async fn finish_job(
         return Err(ApiError::NotFound("Job"));
     }
     state.store.finish_ci_job(job_id).await?;
+    state.proxy_decisions.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -119,6 +119,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
         }
     }
     state.store.delete_namespace(group.id).await?;
+    state.proxy_decisions.clear();
     for project_id in doomed {
         if let Err(error) = state.repos.remove(project_id).await {
             tracing::warn!(project_id, %error, "could not remove the repository of a deleted project");

@@ -72,6 +72,7 @@ pub async fn add(
         Err(other) => return Err(other.into()),
     };
     let member = state.store.upsert_member(source, user.id, level as i64).await?;
+    state.proxy_decisions.clear();
     Ok((StatusCode::CREATED, Json(entities::member(state, &user, &member))).into_response())
 }
 
@@ -82,6 +83,7 @@ pub async fn remove(
     user_id: i64,
 ) -> ApiResult<StatusCode> {
     require(caller_level, AccessLevel::Maintainer)?;
+    state.proxy_decisions.clear();
     match state.store.remove_member(source, user_id).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Member")),

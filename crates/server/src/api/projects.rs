@@ -164,6 +164,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Owner)?;
     state.store.delete_project(project.id).await?;
+    state.proxy_decisions.clear();
     if let Err(error) = state.repos.remove(project.id).await {
         tracing::warn!(project_id = project.id, %error, "could not remove the repository of a deleted project");
     }

@@ -1,0 +1,320 @@
+//! The Kubernetes API proxy benchmark, run by `cargo xtask bench proxy`
+//! (release builds). Against one real kube-apiserver, in one run, the same
+//! requests go three ways: directly, through kas + agentk, and through
+//! `kubectl proxy`. Prints the figures and a `RESULT` line.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use glagent_test_support::agentk::{Agentk, AgentkOptions};
+use glagent_test_support::kas::{Kas, KasOptions};
+use glagent_test_support::kube::{ADMIN_TOKEN, KubeEnv};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use serde_json::{Value, json};
+
+const GETS: usize = 1000;
+const LIST_OBJECTS: usize = 5000;
+const LISTS: usize = 5;
+const WATCHES: usize = 100;
+const WATCH_EVENTS: usize = 20;
+
+/// One way to reach the API server.
+struct Path {
+    name: &'static str,
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Path {
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn bench_get(path: &Path, ns: &str) -> Result<(Duration, Duration)> {
+    let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
+    for _ in 0..50 {
+        path.get(&url).send().await?.bytes().await?;
+    }
+    let mut samples = Vec::with_capacity(GETS);
+    for _ in 0..GETS {
+        let start = Instant::now();
+        let response = path.get(&url).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{}: GET {}",
+            path.name,
+            response.status()
+        );
+        response.bytes().await?;
+        samples.push(start.elapsed());
+    }
+    Ok((percentile(&mut samples, 50), percentile(&mut samples, 99)))
+}
+
+/// Objects per second listed.
+async fn bench_list(path: &Path, ns: &str) -> Result<f64> {
+    let url = format!("/api/v1/namespaces/{ns}/configmaps");
+    path.get(&url).send().await?.bytes().await?;
+    let start = Instant::now();
+    for _ in 0..LISTS {
+        let response = path.get(&url).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{}: LIST {}",
+            path.name,
+            response.status()
+        );
+        let body: Value = serde_json::from_slice(&response.bytes().await?)?;
+        let items = body["items"].as_array().map(Vec::len).unwrap_or(0);
+        anyhow::ensure!(items >= LIST_OBJECTS, "{}: listed {items} objects", path.name);
+    }
+    Ok((LISTS * LIST_OBJECTS) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// p99 of the time from a create to its event on each of 100 watches.
+async fn bench_watch(path: &Path, ns: &str, configmaps: &Api<ConfigMap>, tag: &str) -> Result<Duration> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let mut watches = Vec::new();
+    for _ in 0..WATCHES {
+        let response = path
+            .get(&format!(
+                "/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=watch%3D{tag}"
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{}: WATCH {}",
+            path.name,
+            response.status()
+        );
+        let tx = tx.clone();
+        watches.push(tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut buffer = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let received = now_ns();
+                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
+                    let sent = event["object"]["metadata"]["annotations"]["sent"]
+                        .as_str()
+                        .and_then(|s| s.parse::<u128>().ok());
+                    if let (Some(sent), Some("ADDED")) = (sent, event["type"].as_str()) {
+                        let _ = tx.send(Duration::from_nanos(received.saturating_sub(sent) as u64));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..WATCH_EVENTS {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("w-{tag}-{i}"), "labels": {"watch": tag}, "annotations": {"sent": now_ns().to_string()}}
+        }))?;
+        configmaps.create(&Default::default(), &cm).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while latencies.len() < WATCHES * WATCH_EVENTS && Instant::now() < deadline {
+        if let Ok(Some(latency)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            latencies.push(latency);
+        }
+    }
+    for watch in watches {
+        watch.abort();
+    }
+    anyhow::ensure!(
+        latencies.len() == WATCHES * WATCH_EVENTS,
+        "{}: {} of {} watch events arrived",
+        path.name,
+        latencies.len(),
+        WATCHES * WATCH_EVENTS
+    );
+    Ok(percentile(&mut latencies, 99))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let release = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let env = KubeEnv::shared();
+    let admin = env.client().await;
+    let ns = env.namespace("bench").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    println!("creating {LIST_OBJECTS} ConfigMaps in {ns}");
+    let target: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "target"}, "data": {"k": "v"}}))?;
+    configmaps.create(&Default::default(), &target).await?;
+    futures_util::stream::iter(0..LIST_OBJECTS - 1)
+        .map(|i| {
+            let api = configmaps.clone();
+            async move {
+                let cm: ConfigMap = serde_json::from_value(
+                    json!({"metadata": {"name": format!("item-{i}")}, "data": {"index": i.to_string()}}),
+                )?;
+                api.create(&Default::default(), &cm).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+
+    // kas + agentk (release builds), user access as the agent.
+    let kas = Kas::start(&release.join("kas"), KasOptions::default()).await;
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        kas.http()
+            .request(method, kas.api(path))
+            .header("PRIVATE-TOKEN", &kas.root_token)
+            .json(&body)
+            .send()
+    };
+    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "bench"}))
+        .await?
+        .json()
+        .await?;
+    let pid = project["id"].as_i64().context("project id")?;
+    let agent: Value = api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/cluster_agents"),
+        json!({"name": "bench"}),
+    )
+    .await?
+    .json()
+    .await?;
+    let aid = agent["id"].as_i64().context("agent id")?;
+    let token: Value = api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
+        json!({"name": "t"}),
+    )
+    .await?
+    .json()
+    .await?;
+    api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
+        json!({"branch": "main", "commit_message": "c", "content": "user_access:\n  projects:\n    - id: root/bench\n"}),
+    )
+    .await?;
+    let mut agentk = Agentk::start(
+        &release.join("agentk"),
+        AgentkOptions {
+            kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
+            token: token["token"].as_str().context("token")?.to_string(),
+            ca_file: Some(kas.ca_file()),
+            kubeconfig: Some(env.kubeconfig_path()),
+            ..Default::default()
+        },
+    );
+    agentk.wait_ready(Duration::from_secs(30)).await;
+
+    // kubectl proxy, a proxy users know.
+    let proxy_port = glagent_test_support::free_port();
+    let kubectl = ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/bin/kubectl"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("kubectl")?;
+    let mut kubectl_proxy = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["proxy", &format!("--port={proxy_port}"), "--address=127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+
+    let ca = std::fs::read(env.ca_file())?;
+    let direct = Path {
+        name: "direct",
+        base: env.server_url(),
+        http: reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .build()?,
+        token: Some(ADMIN_TOKEN.to_string()),
+    };
+    let via = Path {
+        name: "kas+agentk",
+        base: format!("{}/-/kubernetes-agent/k8s-proxy", kas.url),
+        http: kas.http(),
+        token: Some(format!("pat:{aid}:{}", kas.root_token)),
+    };
+    let kproxy = Path {
+        name: "kubectl proxy",
+        base: format!("http://127.0.0.1:{proxy_port}"),
+        http: reqwest::Client::new(),
+        token: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kproxy.get("/version").send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "kubectl proxy did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut results = Vec::new();
+    for path in [&direct, &via, &kproxy] {
+        let (p50, p99) = bench_get(path, &ns).await?;
+        let list = bench_list(path, &ns).await?;
+        println!(
+            "{:>13}: GET p50 {:.2} ms, p99 {:.2} ms; LIST {:.0} objects/s",
+            path.name,
+            ms(p50),
+            ms(p99),
+            list
+        );
+        results.push((p50, p99, list));
+    }
+    let watch_direct = bench_watch(&direct, &ns, &configmaps, "direct").await?;
+    let watch_via = bench_watch(&via, &ns, &configmaps, "via").await?;
+    println!(
+        "watch event p99 over {WATCHES} watches x {WATCH_EVENTS} events: direct {:.2} ms, kas+agentk {:.2} ms",
+        ms(watch_direct),
+        ms(watch_via)
+    );
+    let _ = kubectl_proxy.kill();
+    let _ = kubectl_proxy.wait();
+    let (d, v, k) = (results[0], results[1], results[2]);
+    println!(
+        "RESULT get_p50_ratio={:.2} get_p99_ratio={:.2} list_throughput_ratio={:.2} watch_p99_extra_ms={:.2} kubectl_proxy_get_p50_ratio={:.2}",
+        ms(v.0) / ms(d.0),
+        ms(v.1) / ms(d.1),
+        v.2 / d.2,
+        ms(watch_via) - ms(watch_direct),
+        ms(k.0) / ms(d.0),
+    );
+    Ok(())
+}
