@@ -25,6 +25,8 @@ trap postgres_stop EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== cargo xtask tidy"
+cargo xtask tidy
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

@@ -65,6 +65,23 @@ pub async fn handle(State(state): State<Arc<AgentState>>, request: Request) -> R
         format!("/{rest}")
     };
 
+    if let Some(protocol) = parts
+        .headers
+        .get(glagent_proto::UPGRADE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        let protocol = protocol.to_string();
+        return crate::upgrade::perform(
+            state,
+            &parts.method,
+            &rest,
+            &protocol,
+            &parts.headers,
+            imposed.as_ref(),
+            body,
+        )
+        .await;
+    }
     let body = match http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod observability;
 pub mod state;
 pub mod tunnel_server;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,7 +97,7 @@ fn listen_address(text: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--observability-listen-address {text:?} must look like :8080 or 127.0.0.1:8080"))
 }
 
-async fn kube_client(args: &Args) -> Result<kube::Client> {
+async fn kube_client(args: &Args) -> Result<(kube::Client, kube::Config)> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -106,7 +107,7 @@ async fn kube_client(args: &Args) -> Result<kube::Client> {
         None => kube::Config::incluster()
             .context("no in-cluster Kubernetes configuration: outside a cluster pass --kubeconfig")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok((kube::Client::try_from(config.clone())?, config))
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
@@ -132,13 +133,14 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         None
     };
     token.read()?;
-    let kube = kube_client(&args).await?;
+    let (kube, kube_config) = kube_client(&args).await?;
     let connection_id = rand::rng().random_range(1..i64::MAX as u64);
     let state = Arc::new(AgentState {
         connection_id,
         pod_name,
         pod_namespace,
         kube,
+        kube_config,
         log_level,
         connected: Default::default(),
         applied: Default::default(),

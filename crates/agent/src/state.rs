@@ -22,6 +22,8 @@ pub struct AgentState {
     pub pod_name: String,
     pub pod_namespace: String,
     pub kube: kube::Client,
+    /// Where and how to reach the API server, for upgraded connections.
+    pub kube_config: kube::Config,
     pub log_level: LogLevel,
     pub connected: AtomicBool,
     pub applied: RwLock<Option<Applied>>,

@@ -75,3 +75,11 @@ pub struct Impersonation {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
+
+/// Header on a proxied request that asks agentk for an HTTP upgrade (its
+/// value is the `Upgrade` protocol, e.g. `SPDY/3.1` or `websocket`). The
+/// request body then carries the client's bytes and the response body the
+/// API server's, on one full-duplex HTTP/2 stream.
+pub const UPGRADE_HEADER: &str = "x-glagent-upgrade";
+/// Response header from agentk: the API server switched protocols.
+pub const UPGRADE_STATUS_HEADER: &str = "x-glagent-upgrade-status";

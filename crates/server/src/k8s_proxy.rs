@@ -96,8 +96,27 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
     }
 }
 
-async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyError> {
+/// The protocol of an HTTP/1.1 upgrade request (exec, attach, port-forward).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<String> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn proxy(state: &AppState, mut request: Request) -> Result<Response, ProxyError> {
     let authorized = authorize(state, request.headers()).await?;
+    let upgrade = upgrade_protocol(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let imposed = authorized.impersonation.is_some();
     if imposed && request.headers().keys().any(|k| k.as_str().starts_with("impersonate-")) {
         return Err(ProxyError::BadRequest(
@@ -134,6 +153,20 @@ async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyErro
             HeaderValue::from_str(&encoded).expect("base64 is a valid header"),
         );
     }
+    // For an upgrade, the request body is the client's side of the
+    // switched connection, fed once the client has been upgraded.
+    let (body, client_bytes) = match &upgrade {
+        Some(protocol) => {
+            headers.insert(
+                glagent_proto::UPGRADE_HEADER,
+                HeaderValue::from_str(protocol).map_err(|_| ProxyError::BadRequest("bad Upgrade header".into()))?,
+            );
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(16);
+            let stream = tokio_stream_from(rx);
+            (Body::new(http_body_util::StreamBody::new(stream)), Some(tx))
+        }
+        None => (body, None),
+    };
     let forwarded = forwarded
         .body(body)
         .map_err(|e| ProxyError::BadRequest(format!("cannot forward this request: {e}")))?;
@@ -148,12 +181,84 @@ async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyErro
         .await
         .map_err(|e| ProxyError::Unavailable(format!("the agent did not answer: {e}")))?;
     let (parts, body) = response.into_parts();
+    let switched = parts
+        .headers
+        .get(glagent_proto::UPGRADE_STATUS_HEADER)
+        .is_some_and(|v| v == "101");
+    if let (true, Some(protocol), Some(client_upgrade), Some(client_bytes)) =
+        (switched, upgrade, client_upgrade, client_bytes)
+    {
+        let mut out = Response::new(Body::empty());
+        *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        copy_end_to_end(&parts.headers, out.headers_mut());
+        out.headers_mut().remove(glagent_proto::UPGRADE_STATUS_HEADER);
+        out.headers_mut().remove(header::CONTENT_LENGTH);
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        out.headers_mut().insert(
+            header::UPGRADE,
+            HeaderValue::from_str(&protocol).expect("checked above"),
+        );
+        tokio::spawn(splice(client_upgrade, client_bytes, Body::new(body)));
+        return Ok(out);
+    }
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = parts.status;
     copy_end_to_end(&parts.headers, out.headers_mut());
+    out.headers_mut().remove(glagent_proto::UPGRADE_STATUS_HEADER);
     out.headers_mut()
         .append(header::VIA, HeaderValue::from_static("1.1 glagent-kas"));
     Ok(out)
+}
+
+/// A receiver as a stream of body frames.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Carries bytes both ways between the upgraded client connection and the
+/// agent's stream until either side closes.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    to_agent: tokio::sync::mpsc::Sender<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>,
+    from_agent: Body,
+) {
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upgraded = match client.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "client upgrade failed");
+            return;
+        }
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    let upstream = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let frame = hyper::body::Frame::data(bytes::Bytes::copy_from_slice(&buf[..n]));
+                    if to_agent.send(Ok(frame)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let downstream = async move {
+        let mut stream = from_agent.into_data_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            if client_write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
 }
 
 fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {

@@ -818,3 +818,130 @@ async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server
     )
     .await;
 }
+
+/// An upgrade-capable stand-in for the API server's exec endpoint: checks
+/// the upgrade request, switches protocols, and answers each chunk with the
+/// same bytes upper-cased.
+async fn upgrade_echo_server() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut head_tx = Some(head_tx);
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            if !text.to_ascii_lowercase().contains("upgrade: spdy/3.1") {
+                // Not an upgrade (e.g. agentk asking /version): refuse plainly.
+                let _ = socket
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                continue;
+            }
+            if let Some(tx) = head_tx.take() {
+                let _ = tx.send(text);
+            }
+            socket
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let upper: Vec<u8> = buf[..n].iter().map(u8::to_ascii_uppercase).collect();
+                            if socket.write_all(&upper).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, head_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_connections_carry_bytes_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let setup = Setup::new().await;
+    let config = format!(
+        "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
+        setup.project_path
+    );
+    assert!(setup.write_config(&config).await.is_success());
+    let (port, head) = upgrade_echo_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("echo-kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: e, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
+             users: [{{name: e, user: {{token: agent-sa-token}}}}]\ncontexts: [{{name: e, context: {{cluster: e, user: e}}}}]\ncurrent-context: e\n"
+        ),
+    )
+    .unwrap();
+    let mut options = setup.agent_options();
+    options.kubeconfig = Some(kc);
+    let mut agent = Agentk::start(AGENTK.as_ref(), options);
+    agent.wait_ready(Duration::from_secs(20)).await;
+    let pat = member(&setup, "eve", 30, &["k8s_proxy"]).await;
+
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(setup.kas.ca_file()).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!(
+            "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
+            setup.kas.url
+        ))
+        .bearer_auth(format!("pat:{}:{pat}", setup.agent_id))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+    let mut stream = response.upgrade().await.unwrap();
+    for message in ["hello through the tunnel", &"x".repeat(100_000)] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message.to_ascii_uppercase().as_bytes());
+    }
+    let head = head.await.unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true http/1.1"),
+        "{head}"
+    );
+    assert!(
+        head.contains("authorization: bearer agent-sa-token"),
+        "the agent's own credentials: {head}"
+    );
+    assert!(head.contains("impersonate-user: gitlab:user:eve"), "{head}");
+    assert!(
+        !head.contains(&pat.to_ascii_lowercase()),
+        "the user's token must not reach the cluster"
+    );
+}
