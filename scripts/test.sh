@@ -17,6 +17,7 @@ scripts/kube-env.sh install
 KUBEBUILDER_ASSETS=$(scripts/kube-env.sh assets)
 export KUBEBUILDER_ASSETS
 export GLAGENT_PYTHON=$GLAGENT_CACHE/venv/bin/python
+export GLAGENT_HELM3=$GLAGENT_CACHE/bin/helm3 GLAGENT_HELM4=$GLAGENT_CACHE/bin/helm4
 
 # shellcheck source=scripts/postgres.sh
 source scripts/postgres.sh

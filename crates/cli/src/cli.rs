@@ -82,6 +82,19 @@ pub enum AgentCommand {
         #[arg(long)]
         use_context: bool,
     },
+    /// Print the recommended Helm commands that install the agent.
+    InstallCommand {
+        /// The project: full path (group/project) or numeric id.
+        #[arg(short = 'R', long = "repo")]
+        repo: String,
+        /// The agent's id.
+        #[arg(long)]
+        agent: i64,
+        /// Create a new agent token with this name and put it in the command
+        /// (otherwise the command has a placeholder).
+        #[arg(long)]
+        create_token: Option<String>,
+    },
     /// Print an ExecCredential for kubectl (used by update-kubeconfig).
     GetToken {
         /// The agent's id.
@@ -139,6 +152,39 @@ pub async fn run(cli: Cli) -> Result<()> {
                 use_context,
             })?;
             println!("context {name} written to {}", path.display());
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::InstallCommand {
+            repo,
+            agent,
+            create_token,
+        })) => {
+            let project = client.project_ref(&repo);
+            let info = client
+                .get(&format!("/projects/{project}/cluster_agents/{agent}/install_command"))
+                .await?;
+            if let Some(pem) = info["ca_cert"].as_str() {
+                std::fs::write("kas-ca.crt", pem).context("writing kas-ca.crt")?;
+                eprintln!("wrote kas's CA to kas-ca.crt");
+            }
+            let command = match create_token {
+                Some(name) => {
+                    let created = client
+                        .post(
+                            &format!("/projects/{project}/cluster_agents/{agent}/tokens"),
+                            serde_json::json!({"name": name}),
+                        )
+                        .await?;
+                    created["install_command"]
+                        .as_str()
+                        .context("kas returned no install command")?
+                        .to_string()
+                }
+                None => info["command"]
+                    .as_str()
+                    .context("kas returned no install command")?
+                    .to_string(),
+            };
+            print!("{command}");
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::GetToken { agent })) => {
             println!("{}", kubeconfig::get_token(&client, client.host(), agent).await?);

@@ -9,9 +9,11 @@ pub mod agents;
 pub mod api;
 pub mod args;
 pub mod bootstrap;
+pub mod charts;
 pub mod ci;
 pub mod git;
 pub mod git_http;
+pub mod install;
 pub mod k8s_proxy;
 pub mod state;
 pub mod tls;
@@ -59,6 +61,8 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/-/readiness", get(readiness))
+        .route("/-/charts/index.yaml", get(charts::index))
+        .route("/-/charts/{file}", get(charts::file))
         .route(glagent_proto::AGENT_PATH, get(agents::agent_endpoint))
         .route("/-/kubernetes-agent", get(agents::agent_endpoint))
         .route("/-/kubernetes-agent/k8s-proxy", any(k8s_proxy::handle))

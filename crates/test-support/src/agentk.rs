@@ -63,10 +63,20 @@ impl Agentk {
         if !self.options.token.is_empty() {
             command.arg("--token-file").arg(self.token_file());
         }
+        // Arguments that already name an observability address (a Helm
+        // chart's) get this process's port instead.
+        let mut args = self.options.args.clone();
+        if let Some(at) = args.iter().position(|a| a == "--observability-listen-address") {
+            if at + 1 < args.len() {
+                args[at + 1] = format!("127.0.0.1:{}", self.observability_port);
+            }
+        } else {
+            command
+                .arg("--observability-listen-address")
+                .arg(format!("127.0.0.1:{}", self.observability_port));
+        }
         command
-            .arg("--observability-listen-address")
-            .arg(format!("127.0.0.1:{}", self.observability_port))
-            .args(&self.options.args)
+            .args(&args)
             .env(
                 "POD_NAME",
                 self.options.pod_name.as_deref().unwrap_or("agentk-test-pod"),

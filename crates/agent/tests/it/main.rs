@@ -3,6 +3,7 @@
 
 mod config;
 mod connect;
+mod install;
 mod lifecycle;
 mod network;
 mod proxy;

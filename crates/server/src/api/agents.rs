@@ -233,6 +233,8 @@ pub async fn create_token(
     tracing::info!(agent_id = agent.id, token_id = record.id, "agent token created");
     let mut body = entities::agent_token(&record, false);
     body["token"] = json!(token.expose());
+    // glagent's extension: the install command with this token, shown once.
+    body["install_command"] = json!(crate::install::command(&state, &agent.name, token.expose()));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -298,4 +300,24 @@ pub async fn connections(
         })
         .collect();
     Ok(Json(Value::Array(items)))
+}
+
+/// glagent's extension: the recommended install command for an agent, with
+/// a placeholder for the token (shown only when a token is created).
+pub async fn install_command(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, agent_id)): Path<(String, i64)>,
+) -> ApiResult<Json<Value>> {
+    let (project, level) = find_project(&state, &caller, &id).await?;
+    require(level, AccessLevel::Developer)?;
+    let agent = find_agent(&state, &project, agent_id).await?;
+    Ok(Json(json!({
+        "agent_id": agent.id,
+        "command": crate::install::command(&state, &agent.name, "<agent token>"),
+        "chart_repository": format!("{}/-/charts", state.base_url()),
+        "kas_address": state.agent_url(),
+        "agent_version": glagent_core::VERSION,
+        "ca_cert": state.ca_pem,
+    })))
 }

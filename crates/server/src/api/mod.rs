@@ -76,6 +76,10 @@ pub fn router() -> Router<AppState> {
             get(agents::connections),
         )
         .route(
+            "/projects/{id}/cluster_agents/{agent_id}/install_command",
+            get(agents::install_command),
+        )
+        .route(
             "/projects/{id}/cluster_agents/{agent_id}/tokens",
             get(agents::list_tokens).post(agents::create_token),
         )

@@ -1,0 +1,305 @@
+//! Installing the agent as the spec says: the install command kas gives,
+//! run with real helm against kas's own chart repository and the real API
+//! server, then agentk started exactly as the rendered Deployment says.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use glagent_test_support::agentk::{Agentk, AgentkOptions};
+use glagent_test_support::kube::KubeEnv;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{AGENTK, Setup, call};
+
+fn helm(version: u8) -> PathBuf {
+    let var = format!("GLAGENT_HELM{version}");
+    let path = PathBuf::from(std::env::var(&var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test.sh")));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps.sh",
+        path.display()
+    );
+    path
+}
+
+/// Runs a shell script with `helm` (the given version) and the admin
+/// kubeconfig, in `dir`.
+fn sh(dir: &Path, helm_version: u8, script: &str) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("helm");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(helm(helm_version), &link).unwrap();
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .env("KUBECONFIG", KubeEnv::shared().kubeconfig_path())
+        .env("HELM_CACHE_HOME", dir.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", dir.join("helm/config"))
+        .env("HELM_DATA_HOME", dir.join("helm/data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "script failed:\n{script}\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Starts agentk with the rendered Deployment's args and env, the Secret's
+/// token and the CA ConfigMap where the mounts say, and a token of the
+/// chart's ServiceAccount from the TokenRequest API.
+async fn run_as_the_chart_says(namespace: &str, release: &str, dir: &Path) -> Agentk {
+    let env = KubeEnv::shared();
+    let client = env.client().await;
+    let name = format!("{release}-gitlab-agent");
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(&name)
+        .await
+        .unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&format!("{name}-token"))
+        .await
+        .unwrap();
+    let token_file = dir.join(format!("{release}-token"));
+    std::fs::write(&token_file, &secret.data.unwrap()["token"].0).unwrap();
+    let ca_file = dir.join(format!("{release}-ca.crt"));
+    if let Ok(ca) = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get(&format!("{name}-ca"))
+        .await
+    {
+        std::fs::write(&ca_file, &ca.data.unwrap()["ca.crt"]).unwrap();
+    }
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "/etc/agentk/secrets/token" => token_file.display().to_string(),
+            "/etc/agentk/config/ca.crt" => ca_file.display().to_string(),
+            _ => a,
+        })
+        .collect();
+    let service_account = pod.service_account_name.unwrap();
+    let sa_token = Command::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["-n", namespace, "create", "token", &service_account])
+        .output()
+        .unwrap();
+    assert!(
+        sa_token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sa_token.stderr)
+    );
+    let kubeconfig = dir.join(format!("{release}-in-cluster.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
+             users: [{{name: sa, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: sa}}}}]\ncurrent-context: c\n",
+            env.server_url(),
+            env.ca_file().display(),
+            String::from_utf8_lossy(&sa_token.stdout).trim()
+        ),
+    )
+    .unwrap();
+    let mut envs = Vec::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let value = match var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str())
+        {
+            Some("metadata.namespace") => namespace.to_string(),
+            Some("metadata.name") => format!("{name}-7d9f8-x2x4z"),
+            Some("spec.serviceAccountName") => service_account.clone(),
+            Some(other) => panic!("unexpected downward API field {other}"),
+            None => var.value.unwrap_or_default(),
+        };
+        envs.push((var.name, value));
+    }
+    let mut args_with_kubeconfig = args;
+    args_with_kubeconfig.push("--kubeconfig".into());
+    args_with_kubeconfig.push(kubeconfig.display().to_string());
+    let mut agent = Agentk::start(
+        AGENTK.as_ref(),
+        AgentkOptions {
+            kas_address: String::new(),
+            token: String::new(),
+            args: args_with_kubeconfig,
+            env: envs,
+            ..Default::default()
+        },
+    );
+    agent.wait_ready(Duration::from_secs(30)).await;
+    agent
+}
+
+async fn proxy_status(setup: &Setup, agent_id: i64, path: &str) -> StatusCode {
+    setup
+        .kas
+        .http()
+        .get(format!("{}/-/kubernetes-agent/k8s-proxy{path}", setup.kas.url))
+        .bearer_auth(format!("pat:{agent_id}:{}", setup.kas.root_token))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_command_installs_an_agent_that_connects_and_uninstalls_cleanly() {
+    let setup = Setup::new().await;
+    // A second agent, restricted to the view role.
+    let (_, viewer) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/cluster_agents", setup.project_id),
+        Some(json!({"name": "viewer"})),
+    )
+    .await;
+    let viewer_id = viewer["id"].as_i64().unwrap();
+    let user_access = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&user_access).await.is_success());
+    let path = format!(
+        "/projects/{}/repository/files/.gitlab%2Fagents%2Fviewer%2Fconfig.yaml",
+        setup.project_id
+    );
+    call(
+        &setup.kas,
+        "POST",
+        &path,
+        Some(json!({"branch": "main", "content": user_access, "commit_message": "viewer"})),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The command, as kas gives it, run with helm v3.
+    let glagent = PathBuf::from(AGENTK).with_file_name("glagent");
+    let output = Command::new(&glagent)
+        .args([
+            "cluster",
+            "agent",
+            "install-command",
+            "-R",
+            &setup.project_path,
+            "--agent",
+            &setup.agent_id.to_string(),
+            "--create-token",
+            "helm",
+        ])
+        .current_dir(dir.path())
+        .env("GITLAB_HOST", &setup.kas.url)
+        .env("GITLAB_TOKEN", &setup.kas.root_token)
+        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let script = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        script.contains("helm upgrade --install edge glagent/gitlab-agent")
+            && script.contains("--set-file config.kasCaCert=kas-ca.crt"),
+        "{script}"
+    );
+    assert!(dir.path().join("kas-ca.crt").exists());
+    let notes = sh(dir.path(), 3, &script);
+    assert!(
+        notes.contains("cluster-admin"),
+        "NOTES must warn about cluster-admin:\n{notes}"
+    );
+
+    let mut agent = run_as_the_chart_says("gitlab-agent-edge", "edge", dir.path()).await;
+    assert_eq!(
+        proxy_status(&setup, setup.agent_id, "/api/v1/secrets").await,
+        StatusCode::OK,
+        "cluster-admin reads secrets"
+    );
+
+    // The restricted agent, installed with helm v4 into another namespace.
+    let (_, token) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/cluster_agents/{viewer_id}/tokens", setup.project_id),
+        Some(json!({"name": "helm"})),
+    )
+    .await;
+    let restricted = token["install_command"].as_str().unwrap().replace(
+        "--create-namespace",
+        "--create-namespace --set rbac.useExistingRole=view",
+    );
+    sh(dir.path(), 4, &restricted);
+    let _viewer_agent = run_as_the_chart_says("gitlab-agent-viewer", "viewer", dir.path()).await;
+    assert_eq!(
+        proxy_status(&setup, viewer_id, "/api/v1/namespaces/default/configmaps").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        proxy_status(&setup, viewer_id, "/api/v1/namespaces/default/secrets").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(setup.connections().await.len(), 1, "each agent has its own connection");
+
+    // Upgrade: the spec's advice, values kept, only the image changes.
+    sh(
+        dir.path(),
+        3,
+        "helm get values edge --namespace gitlab-agent-edge > agent.yaml\n\
+         helm upgrade edge glagent/gitlab-agent --namespace gitlab-agent-edge -f agent.yaml --set image.tag=9.9.9",
+    );
+    let client = KubeEnv::shared().client().await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), "gitlab-agent-edge")
+        .get("edge-gitlab-agent")
+        .await
+        .unwrap();
+    let container = &deployment.spec.template.spec.unwrap().containers[0];
+    assert!(container.image.as_deref().unwrap().ends_with(":9.9.9"));
+    assert!(
+        container
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.contains("/-/kubernetes-agent/")),
+        "kasAddress kept"
+    );
+    agent.restart();
+    agent.wait_ready(Duration::from_secs(20)).await;
+
+    // Uninstall leaves nothing of the release.
+    sh(dir.path(), 3, "helm uninstall edge --namespace gitlab-agent-edge");
+    let remaining = Command::new("/usr/lib/google-cloud-sdk/bin/kubectl.1.33")
+        .arg("--kubeconfig")
+        .arg(KubeEnv::shared().kubeconfig_path())
+        .args([
+            "get",
+            "deployments,serviceaccounts,secrets,configmaps,clusterrolebindings",
+            "-A",
+            "-l",
+            "app.kubernetes.io/instance=edge",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&remaining.stdout).trim(),
+        "",
+        "objects left behind"
+    );
+}
