@@ -9,6 +9,7 @@
 pub mod args;
 pub mod dial;
 pub mod k8s_proxy;
+pub mod leader;
 pub mod logging;
 pub mod observability;
 pub mod state;
@@ -143,6 +144,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         kube_config,
         log_level,
         connected: Default::default(),
+        leader: Default::default(),
         applied: Default::default(),
         metrics: Default::default(),
     });
@@ -158,6 +160,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         }
     });
 
+    tokio::spawn(leader::run(state.clone()));
     let dialer = Dialer {
         address,
         tls,

@@ -68,6 +68,11 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
         "# HELP agentk_connected Whether the agent is connected to kas.\n# TYPE agentk_connected gauge\nagentk_connected {}",
         u8::from(state.is_connected())
     );
+    let _ = writeln!(
+        out,
+        "# HELP agentk_leader Whether this replica holds the agent's Lease.\n# TYPE agentk_leader gauge\nagentk_leader {}",
+        u8::from(state.leader.load(Ordering::Relaxed))
+    );
     let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
     let _ = writeln!(
         out,

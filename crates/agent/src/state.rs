@@ -26,6 +26,8 @@ pub struct AgentState {
     pub kube_config: kube::Config,
     pub log_level: LogLevel,
     pub connected: AtomicBool,
+    /// Whether this replica holds the agent's Lease.
+    pub leader: AtomicBool,
     pub applied: RwLock<Option<Applied>>,
     pub metrics: Metrics,
 }

@@ -244,7 +244,7 @@ async fn the_install_command_installs_an_agent_that_connects_and_uninstalls_clea
         "--create-namespace --set rbac.useExistingRole=view",
     );
     sh(dir.path(), 4, &restricted);
-    let _viewer_agent = run_as_the_chart_says("gitlab-agent-viewer", "viewer", dir.path()).await;
+    let viewer_agent = run_as_the_chart_says("gitlab-agent-viewer", "viewer", dir.path()).await;
     assert_eq!(
         proxy_status(&setup, viewer_id, "/api/v1/namespaces/default/configmaps").await,
         StatusCode::OK
@@ -254,6 +254,13 @@ async fn the_install_command_installs_an_agent_that_connects_and_uninstalls_clea
         StatusCode::FORBIDDEN
     );
     assert_eq!(setup.connections().await.len(), 1, "each agent has its own connection");
+    // The chart's leader-election Role lets even a view-only agent lead.
+    crate::until(
+        Duration::from_secs(10),
+        "the restricted agent to take its Lease",
+        async || viewer_agent.metric("agentk_leader ").await.as_deref() == Some("1"),
+    )
+    .await;
 
     // Upgrade: the spec's advice, values kept, only the image changes.
     sh(
@@ -314,12 +321,20 @@ fn render(helm_version: u8, sets: &[&str], dir: &Path) -> Vec<serde_json::Value>
         command.args(["--set", set]);
     }
     let output = command.output().unwrap();
-    assert!(output.status.success(), "helm template {sets:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "helm template {sets:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let rendered = dir.join("rendered.yaml");
     std::fs::write(&rendered, &output.stdout).unwrap();
     let python = PathBuf::from(std::env::var("GLAGENT_PYTHON").expect("GLAGENT_PYTHON: run scripts/test.sh"));
     let validate = python.with_file_name("kubernetes-validate");
-    let check = Command::new(validate).args(["-k", "1.33.0", "--strict", "--quiet"]).arg(&rendered).output().unwrap();
+    let check = Command::new(validate)
+        .args(["-k", "1.33.0", "--strict", "--quiet"])
+        .arg(&rendered)
+        .output()
+        .unwrap();
     assert!(
         check.status.success(),
         "{sets:?} does not validate:\n{}{}",
@@ -327,7 +342,10 @@ fn render(helm_version: u8, sets: &[&str], dir: &Path) -> Vec<serde_json::Value>
         String::from_utf8_lossy(&check.stderr)
     );
     let json = Command::new(&python)
-        .args(["-c", "import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))"])
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+        ])
         .arg(&rendered)
         .output()
         .unwrap();
@@ -335,23 +353,40 @@ fn render(helm_version: u8, sets: &[&str], dir: &Path) -> Vec<serde_json::Value>
 }
 
 fn kinds(objects: &[serde_json::Value]) -> Vec<String> {
-    let mut kinds: Vec<String> = objects.iter().map(|o| o["kind"].as_str().unwrap().to_string()).collect();
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect();
     kinds.sort();
     kinds
 }
 
 fn find<'a>(objects: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
-    objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
 }
 
 #[test]
 fn the_chart_lints_and_renders_every_documented_combination() {
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/helm/gitlab-agent");
     let dir = tempfile::tempdir().unwrap();
-    let base = ["config.token=glagent-xyz", "config.kasAddress=wss://kas.example.com/-/kubernetes-agent/"];
+    let base = [
+        "config.token=glagent-xyz",
+        "config.kasAddress=wss://kas.example.com/-/kubernetes-agent/",
+    ];
     for version in [3, 4] {
-        let lint = Command::new(helm(version)).args(["lint", "--strict", chart]).args(base.iter().flat_map(|s| ["--set", s])).output().unwrap();
-        assert!(lint.status.success(), "helm{version} lint: {}", String::from_utf8_lossy(&lint.stdout));
+        let lint = Command::new(helm(version))
+            .args(["lint", "--strict", chart])
+            .args(base.iter().flat_map(|s| ["--set", s]))
+            .output()
+            .unwrap();
+        assert!(
+            lint.status.success(),
+            "helm{version} lint: {}",
+            String::from_utf8_lossy(&lint.stdout)
+        );
 
         let with = |extra: &[&str]| {
             let sets: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -359,30 +394,76 @@ fn the_chart_lints_and_renders_every_documented_combination() {
         };
         // Defaults.
         let objects = with(&[]);
-        assert_eq!(kinds(&objects), ["ClusterRoleBinding", "Deployment", "Secret", "ServiceAccount"]);
+        assert_eq!(
+            kinds(&objects),
+            [
+                "ClusterRoleBinding",
+                "Deployment",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "ServiceAccount"
+            ]
+        );
         let deployment = find(&objects, "Deployment");
         let pod = &deployment["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
-        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        assert!(args.windows(2).any(|w| w == ["--kas-address", "wss://kas.example.com/-/kubernetes-agent/"]), "{args:?}");
-        assert!(args.windows(2).any(|w| w == ["--token-file", "/etc/agentk/secrets/token"]));
-        assert_eq!(container["image"], "registry.example.com/glagent/agentk:0.1.0", "tag defaults to appVersion");
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--kas-address", "wss://kas.example.com/-/kubernetes-agent/"]),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--token-file", "/etc/agentk/secrets/token"])
+        );
+        assert_eq!(
+            container["image"], "registry.example.com/glagent/agentk:0.1.0",
+            "tag defaults to appVersion"
+        );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
         assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/liveness");
         assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readiness");
-        let env: Vec<&str> = container["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        let env: Vec<&str> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
         assert_eq!(env, ["POD_NAMESPACE", "POD_NAME", "SERVICE_ACCOUNT_NAME"]);
         assert_eq!(find(&objects, "ClusterRoleBinding")["roleRef"]["name"], "cluster-admin");
         let checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/token"].clone();
         let rotated = render(version, &["config.token=glagent-other", base[1]], dir.path());
-        assert_ne!(find(&rotated, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/token"], checksum, "a new token rolls the pods");
+        assert_ne!(
+            find(&rotated, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/token"],
+            checksum,
+            "a new token rolls the pods"
+        );
 
         let objects = with(&["config.secretName=my-token"]);
-        assert_eq!(kinds(&objects), ["ClusterRoleBinding", "Deployment", "ServiceAccount"]);
-        assert_eq!(find(&objects, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "my-token");
+        assert_eq!(
+            kinds(&objects),
+            [
+                "ClusterRoleBinding",
+                "Deployment",
+                "Role",
+                "RoleBinding",
+                "ServiceAccount"
+            ]
+        );
+        assert_eq!(
+            find(&objects, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+            "my-token"
+        );
 
         let objects = with(&["rbac.useExistingRole=view"]);
         assert_eq!(find(&objects, "ClusterRoleBinding")["roleRef"]["name"], "view");
@@ -391,25 +472,65 @@ fn the_chart_lints_and_renders_every_documented_combination() {
         assert_eq!(kinds(&objects), ["Deployment", "Secret", "ServiceAccount"]);
 
         let objects = with(&["serviceAccount.create=false", "serviceAccount.name=existing"]);
-        assert_eq!(kinds(&objects), ["ClusterRoleBinding", "Deployment", "Secret"]);
-        assert_eq!(find(&objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "existing");
+        assert_eq!(
+            kinds(&objects),
+            ["ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Secret"]
+        );
+        assert_eq!(
+            find(&objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+            "existing"
+        );
         assert_eq!(find(&objects, "ClusterRoleBinding")["subjects"][0]["name"], "existing");
 
         let objects = with(&["config.kasCaCert=-----BEGIN CERTIFICATE-----"]);
-        assert_eq!(kinds(&objects), ["ClusterRoleBinding", "ConfigMap", "Deployment", "Secret", "ServiceAccount"]);
+        assert_eq!(
+            kinds(&objects),
+            [
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "Deployment",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "ServiceAccount"
+            ]
+        );
         let args = find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
         assert!(args.contains("/etc/agentk/config/ca.crt"), "{args}");
 
-        let objects = with(&["extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=http://proxy:3128", "extraEnv[1].name=NO_PROXY", "extraEnv[1].value=.svc"]);
+        let objects = with(&[
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=http://proxy:3128",
+            "extraEnv[1].name=NO_PROXY",
+            "extraEnv[1].value=.svc",
+        ]);
         let env = find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-        assert!(env.contains("HTTPS_PROXY") && env.contains("http://proxy:3128") && env.contains("NO_PROXY"), "{env}");
+        assert!(
+            env.contains("HTTPS_PROXY") && env.contains("http://proxy:3128") && env.contains("NO_PROXY"),
+            "{env}"
+        );
 
         let receptive = render(
             version,
-            &["config.token=glagent-xyz", "config.receptive.enabled=true", "config.api.jwtPublicKey=abc"],
+            &[
+                "config.token=glagent-xyz",
+                "config.receptive.enabled=true",
+                "config.api.jwtPublicKey=abc",
+            ],
             dir.path(),
         );
-        assert_eq!(kinds(&receptive), ["ClusterRoleBinding", "Deployment", "Secret", "Service", "ServiceAccount"]);
+        assert_eq!(
+            kinds(&receptive),
+            [
+                "ClusterRoleBinding",
+                "Deployment",
+                "Role",
+                "RoleBinding",
+                "Secret",
+                "Service",
+                "ServiceAccount"
+            ]
+        );
         assert!(!find(&receptive, "Deployment").to_string().contains("--kas-address"));
 
         // Two releases never collide.
@@ -421,7 +542,10 @@ fn the_chart_lints_and_renders_every_documented_combination() {
         assert!(String::from_utf8_lossy(&other.stdout).contains("name: other-gitlab-agent"));
 
         // A missing token is a clear error.
-        let missing = Command::new(helm(version)).args(["template", "x", chart, "--set", base[1]]).output().unwrap();
+        let missing = Command::new(helm(version))
+            .args(["template", "x", chart, "--set", base[1]])
+            .output()
+            .unwrap();
         assert!(!missing.status.success());
         assert!(String::from_utf8_lossy(&missing.stderr).contains("config.token is required"));
     }

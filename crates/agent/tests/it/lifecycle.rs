@@ -84,3 +84,61 @@ async fn restarts_of_kas_and_agentk_need_no_manual_step() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over() {
+    use glagent_test_support::kube::KubeEnv;
+    let setup = Setup::new().await;
+    let env = KubeEnv::shared();
+    let namespace = env.namespace("leader").await;
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let mut options = setup.agent_options();
+        options.kubeconfig = Some(env.kubeconfig_path());
+        options.pod_name = Some(format!("agentk-{i}"));
+        options.env = vec![("POD_NAMESPACE".into(), namespace.clone())];
+        let mut agent = glagent_test_support::agentk::Agentk::start(crate::AGENTK.as_ref(), options);
+        agent.wait_ready(Duration::from_secs(20)).await;
+        replicas.push(agent);
+    }
+    let leaders = async |replicas: &[glagent_test_support::agentk::Agentk]| {
+        let mut leading = Vec::new();
+        for (i, agent) in replicas.iter().enumerate() {
+            if agent.metric("agentk_leader ").await.as_deref() == Some("1") {
+                leading.push(i);
+            }
+        }
+        leading
+    };
+    for _ in 0..100 {
+        if leaders(&replicas).await.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        leaders(&replicas).await.len(),
+        1,
+        "one leader; logs:\n{}\n{}",
+        replicas[0].log(),
+        replicas[1].log()
+    );
+    let leader = leaders(&replicas).await[0];
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client().await, &namespace);
+    let lease = leases.get(&format!("agent-{}-lock", setup.agent_id)).await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(format!("agentk-{leader}").as_str())
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leaders(&replicas).await, [leader], "leadership is stable");
+
+    replicas[leader].stop();
+    let other = 1 - leader;
+    let took = until(Duration::from_secs(30), "the other replica to take over", async || {
+        replicas[other].metric("agentk_leader ").await.as_deref() == Some("1")
+    })
+    .await;
+    println!("leader stopped: the other replica led after {took:?}");
+}
