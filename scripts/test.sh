@@ -34,3 +34,5 @@ echo "== cargo test"
 shift_args=()
 if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi
 cargo test --workspace --locked "${shift_args[@]}"
+echo "== agentk OCI image (static binary, reproducible, runs from its root filesystem)"
+cargo xtask image --verify

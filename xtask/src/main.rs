@@ -3,6 +3,7 @@
 //! - `bench agent-idle`: idle agentk memory (see `bench.rs`).
 //! - `bench proxy`: the Kubernetes API proxy against direct access and
 //!   `kubectl proxy` (see `bin/bench_proxy.rs`).
+//! - `image [--verify]`: the agentk OCI image (see `image.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`) and
 //!   that no debugging leftovers (`dbg!`) are committed.
 
@@ -11,18 +12,27 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod image;
 
 fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "tidy" => tidy(&workspace_root()),
+        "image" => {
+            let verify = std::env::args().any(|a| a == "--verify");
+            let root = workspace_root();
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            image::image(&root, &target, verify)
+        }
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("agent-idle") => bench::agent_idle(&workspace_root()),
             Some("proxy") => bench::proxy(&workspace_root()),
             _ => bail!("usage: cargo xtask bench agent-idle|proxy"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | cargo xtask bench agent-idle|proxy");
+            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy");
             std::process::exit(2);
         }
     }

@@ -42,6 +42,15 @@ pub enum Command {
     /// Inside a CI job.
     #[command(subcommand)]
     Ci(CiCommand),
+    /// kpt exec functions of the kpt package (run by kpt, not by hand).
+    #[command(subcommand, hide = true)]
+    KptFn(KptFnCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KptFnCommand {
+    /// Generate the agent's objects from the package's setters.
+    RenderAgent,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +113,9 @@ pub enum AgentCommand {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::KptFn(KptFnCommand::RenderAgent) = &cli.command {
+        return crate::kpt_fn::render_agent();
+    }
     if let Command::Ci(CiCommand::Kubeconfig { job_token }) = &cli.command {
         let client = Client::anonymous(&cli.connection)?;
         print!("{}", client.job_kubeconfig(job_token).await?);
@@ -111,7 +123,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let client = Client::new(&cli.connection)?;
     match cli.command {
-        Command::Ci(_) => unreachable!("handled above"),
+        Command::Ci(_) | Command::KptFn(_) => unreachable!("handled above"),
         Command::Cluster(ClusterCommand::Agent(AgentCommand::List { repo })) => {
             let project = client.project_ref(&repo);
             let agents = client.get_list(&format!("/projects/{project}/cluster_agents")).await?;

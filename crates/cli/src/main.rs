@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod kpt_fn;
 mod kubeconfig;
 mod render;
 
