@@ -18,7 +18,9 @@ use crate::state::AgentState;
 /// Kubernetes refuses request bodies above 3 MiB; leave some room.
 const MAX_REQUEST_BODY: usize = 8 << 20;
 
-const HOP_BY_HOP: &[&str] = &[
+/// Headers that describe one hop, or carry kas's own credentials and
+/// instructions; never forwarded to the API server.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -31,16 +33,8 @@ const HOP_BY_HOP: &[&str] = &[
     IMPERSONATION_HEADER,
 ];
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": format!("GitLab agent: {message}"),
-        "reason": reason,
-        "code": code.as_u16(),
-    });
+pub(crate) fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = glagent_proto::kubernetes_status(code.as_u16(), reason, &message);
     (code, axum::Json(body)).into_response()
 }
 

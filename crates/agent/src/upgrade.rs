@@ -21,19 +21,6 @@ use crate::state::AgentState;
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-const SKIP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "authorization",
-    "content-length",
-];
-
 /// The bearer token of the agent's own identity, if it uses one.
 fn bearer_token(config: &kube::Config) -> Result<Option<String>, String> {
     use secrecy::ExposeSecret;
@@ -76,13 +63,7 @@ async fn connect(config: &kube::Config) -> Result<Box<dyn Io>, String> {
 }
 
 fn failure(message: String) -> Response {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": format!("GitLab agent: {message}"), "reason": "ServiceUnavailable", "code": 502,
-    });
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = StatusCode::BAD_GATEWAY;
-    response
+    crate::k8s_proxy::status(StatusCode::BAD_GATEWAY, "ServiceUnavailable", message)
 }
 
 /// Performs an upgrade request; the answer's body is the server's side.
@@ -109,7 +90,8 @@ pub async fn perform(
         format!("{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n");
     let mut forwarded = HeaderMap::new();
     for (name, value) in headers {
-        if !SKIP.contains(&name.as_str()) && !name.as_str().starts_with("x-glagent-") {
+        let skip = crate::k8s_proxy::HOP_BY_HOP.contains(&name.as_str()) || name == http::header::CONTENT_LENGTH;
+        if !skip && !name.as_str().starts_with("x-glagent-") {
             forwarded.append(name.clone(), value.clone());
         }
     }

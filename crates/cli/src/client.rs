@@ -48,33 +48,17 @@ impl Client {
 
     /// POSTs JSON and returns the JSON answer.
     pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .post(&url)
-            .header("PRIVATE-TOKEN", &self.token)
-            .json(&body)
-            .send()
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body), path)
             .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = body["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| body.to_string());
-            bail!("{path}: {status}: {message}");
-        }
-        Ok(body)
     }
 
     /// GETs one JSON object.
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let response = self
-            .http
-            .get(&url)
+        self.send(self.http.get(format!("{}{path}", self.base)), path).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, path: &str) -> Result<Value> {
+        let response = request
             .header("PRIVATE-TOKEN", &self.token)
             .send()
             .await

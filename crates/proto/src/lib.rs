@@ -83,3 +83,17 @@ pub struct Impersonation {
 pub const UPGRADE_HEADER: &str = "x-glagent-upgrade";
 /// Response header from agentk: the API server switched protocols.
 pub const UPGRADE_STATUS_HEADER: &str = "x-glagent-upgrade-status";
+
+/// A Kubernetes `Status` failure, the error body kubectl and client
+/// libraries print; both kas and agentk answer errors this way.
+pub fn kubernetes_status(code: u16, reason: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("GitLab agent: {message}"),
+        "reason": reason,
+        "code": code,
+    })
+}

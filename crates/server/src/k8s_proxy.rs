@@ -62,15 +62,7 @@ impl IntoResponse for ProxyError {
             ProxyError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m),
         };
         // A Kubernetes Status, so kubectl prints the message.
-        let body = serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("GitLab agent: {message}"),
-            "reason": reason,
-            "code": code.as_u16(),
-        });
+        let body = glagent_proto::kubernetes_status(code.as_u16(), reason, message);
         let mut response = (code, axum::Json(body)).into_response();
         if code == StatusCode::UNAUTHORIZED {
             // Tells a kas refusal apart from a 401 of the cluster.

@@ -122,21 +122,7 @@ pub async fn create_token(
             expires_at: params.expires_at.clone(),
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": record.id,
-            "name": record.name,
-            "revoked": false,
-            "created_at": record.created_at,
-            "scopes": record.scope_list(),
-            "user_id": user.id,
-            "active": true,
-            "expires_at": record.expires_at,
-            "token": token.expose(),
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(created_token(&record, &token))).into_response())
 }
 
 pub fn validate_scopes(scopes: &[String]) -> ApiResult<()> {
@@ -201,19 +187,20 @@ pub async fn create_own_token(
             expires_at: Some(expires_at),
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": record.id,
-            "name": record.name,
-            "revoked": false,
-            "created_at": record.created_at,
-            "scopes": record.scope_list(),
-            "user_id": caller.user.id,
-            "active": true,
-            "expires_at": record.expires_at,
-            "token": token.expose(),
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(created_token(&record, &token))).into_response())
+}
+
+/// A new personal access token as GitLab returns it, secret included.
+fn created_token(record: &glagent_store::PersonalAccessToken, token: &secret::Secret) -> Value {
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "revoked": false,
+        "created_at": record.created_at,
+        "scopes": record.scope_list(),
+        "user_id": record.user_id,
+        "active": true,
+        "expires_at": record.expires_at,
+        "token": token.expose(),
+    })
 }
