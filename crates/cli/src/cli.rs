@@ -78,6 +78,14 @@ pub enum AgentCommand {
         #[arg(short = 'R', long = "repo")]
         repo: String,
     },
+    /// Register an agent in a project; prints its id.
+    Register {
+        /// The agent's name (an RFC 1123 DNS label).
+        name: String,
+        /// The project: full path (group/project) or numeric id.
+        #[arg(short = 'R', long = "repo")]
+        repo: String,
+    },
     /// Add a kubeconfig context that reaches the cluster through the agent
     /// (user access), authenticated by `glagent cluster agent get-token`.
     UpdateKubeconfig {
@@ -136,6 +144,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push((agent, connections));
             }
             print!("{}", render::agent_table(&rows));
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::Register { name, repo })) => {
+            let project = client.project_ref(&repo);
+            let agent = client
+                .post(
+                    &format!("/projects/{project}/cluster_agents"),
+                    serde_json::json!({"name": name}),
+                )
+                .await?;
+            println!("{}", agent["id"]);
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::UpdateKubeconfig {
             agent,

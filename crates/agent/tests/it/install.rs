@@ -780,3 +780,61 @@ spec:
     let _agent = run_as_the_chart_says(&namespace, "edge", dir.path()).await;
     assert_eq!(setup.connections().await.len(), 1);
 }
+
+/// The `sh` blocks of docs/install.md, run in order as one script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_guide_runs_as_written() {
+    let setup = Setup::new().await;
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/install.md")).unwrap();
+    let mut script = String::new();
+    let mut inside = false;
+    for line in guide.lines() {
+        match (inside, line.trim_end()) {
+            (false, "```sh") => inside = true,
+            (true, "```") => inside = false,
+            (true, code) => {
+                script.push_str(code);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        script.contains("bash install.sh") && script.contains("helm uninstall"),
+        "the guide lost its commands:\n{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let prelude = format!(
+        "export KAS={} TOKEN={} PROJECT={}\nexport GLAGENT_CA_CERT={}\n",
+        setup.kas.url,
+        setup.kas.root_token,
+        setup.project_path,
+        setup.kas.ca_file().display()
+    );
+    let glagent_dir = PathBuf::from(AGENTK).parent().unwrap().to_path_buf();
+    let kubectl_dir = dir.path().join("kubectl-bin");
+    std::fs::create_dir_all(&kubectl_dir).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        kubectl_dir.join("kubectl"),
+    )
+    .unwrap();
+    let full = format!(
+        "export PATH={}:{}:$PATH\n{prelude}{script}",
+        glagent_dir.display(),
+        kubectl_dir.display()
+    );
+    let out = sh(dir.path(), 3, &full);
+    assert!(
+        out.contains("helm upgrade --install my-agent glagent/gitlab-agent"),
+        "{out}"
+    );
+    assert!(out.contains("my-agent"), "{out}");
+    // The guide ends with the uninstall: nothing of the release is left.
+    let client = KubeEnv::shared().client().await;
+    let left = Api::<Deployment>::namespaced(client, "gitlab-agent-my-agent")
+        .get_opt("my-agent-gitlab-agent")
+        .await
+        .unwrap();
+    assert!(left.is_none());
+}
