@@ -67,7 +67,7 @@ async fn round(api: &Api<Lease>, name: &str, me: &str) -> kube::Result<bool> {
     let acquire = value["spec"]["acquireTime"].as_str().map(str::to_string);
     let next = if holder == me {
         spec(transitions, acquire)
-    } else if expired(renew) {
+    } else if holder.is_empty() || expired(renew) {
         spec(transitions + 1, None)
     } else {
         return Ok(false);
@@ -80,6 +80,37 @@ async fn round(api: &Api<Lease>, name: &str, me: &str) -> kube::Result<bool> {
         // Someone else renewed or took it in between.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Gives the Lease up (on shutdown), so another replica leads at once
+/// instead of after the lease runs out.
+pub async fn release(state: &AgentState) {
+    if !state.leader.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(applied) = state.applied() else { return };
+    let name = lease_name(applied.agent_id);
+    let api: Api<Lease> = Api::namespaced(state.kube.clone(), &state.pod_namespace);
+    let Ok(Some(lease)) = api.get_opt(&name).await else {
+        return;
+    };
+    let mut value = serde_json::to_value(&lease).expect("serialisable");
+    if value["spec"]["holderIdentity"] != state.pod_name.as_str() {
+        return;
+    }
+    value["spec"]["holderIdentity"] = json!("");
+    value["spec"]["leaseDurationSeconds"] = json!(1);
+    value["spec"]["renewTime"] = json!(now());
+    let Ok(released) = serde_json::from_value::<Lease>(value) else {
+        return;
+    };
+    match api.replace(&name, &PostParams::default(), &released).await {
+        Ok(_) => {
+            state.leader.store(false, Ordering::Relaxed);
+            tracing::info!(lease = %name, "released leadership");
+        }
+        Err(error) => tracing::warn!(lease = %name, %error, "could not release leadership"),
     }
 }
 

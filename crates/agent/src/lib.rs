@@ -169,9 +169,10 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
     };
     tracing::info!(kas = %dialer.address.url, version = glagent_core::VERSION, "agentk starting");
     tokio::select! {
-        _ = connect_forever(&dialer, &token, state) => Ok(()),
+        _ = connect_forever(&dialer, &token, state.clone()) => Ok(()),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(3), leader::release(&state)).await;
             Ok(())
         }
     }
