@@ -26,6 +26,10 @@ pub struct Args {
     /// Address of the /metrics, /liveness and /readiness server.
     #[arg(long, env = "AGENTK_OBSERVABILITY_LISTEN_ADDRESS", default_value = ":8080")]
     pub observability_listen_address: String,
+    /// Runtime threads: 1 (the default) runs everything on one thread, which
+    /// gives the lowest latency and memory; raise it for heavy proxy traffic.
+    #[arg(long, env = "AGENTK_WORKER_THREADS", default_value_t = 1)]
+    pub worker_threads: usize,
     /// kubeconfig to use outside a cluster; inside one the in-cluster config is used.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

@@ -49,25 +49,34 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn bench_get(path: &Path, ns: &str) -> Result<(Duration, Duration)> {
+/// GET p50 and p99 for each path. Requests alternate between the paths,
+/// so that drift on a busy machine affects all of them alike.
+async fn bench_get(paths: &[&Path], ns: &str) -> Result<Vec<(Duration, Duration)>> {
     let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
-    for _ in 0..50 {
-        path.get(&url).send().await?.bytes().await?;
+    for path in paths {
+        for _ in 0..50 {
+            path.get(&url).send().await?.bytes().await?;
+        }
     }
-    let mut samples = Vec::with_capacity(GETS);
+    let mut samples = vec![Vec::with_capacity(GETS); paths.len()];
     for _ in 0..GETS {
-        let start = Instant::now();
-        let response = path.get(&url).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "{}: GET {}",
-            path.name,
-            response.status()
-        );
-        response.bytes().await?;
-        samples.push(start.elapsed());
+        for (i, path) in paths.iter().enumerate() {
+            let start = Instant::now();
+            let response = path.get(&url).send().await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{}: GET {}",
+                path.name,
+                response.status()
+            );
+            response.bytes().await?;
+            samples[i].push(start.elapsed());
+        }
     }
-    Ok((percentile(&mut samples, 50), percentile(&mut samples, 99)))
+    Ok(samples
+        .iter_mut()
+        .map(|s| (percentile(s, 50), percentile(s, 99)))
+        .collect())
 }
 
 /// Objects per second listed.
@@ -97,71 +106,71 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-/// p99 of the time from a create to its event on each of 100 watches.
-async fn bench_watch(path: &Path, ns: &str, configmaps: &Api<ConfigMap>, tag: &str) -> Result<Duration> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+/// p99 of the time from a create to its event, for each path: 100 watches
+/// per path, all open at once and seeing the same creates.
+async fn bench_watch(paths: &[&Path], ns: &str, configmaps: &Api<ConfigMap>) -> Result<Vec<Duration>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Duration)>();
     let mut watches = Vec::new();
-    for _ in 0..WATCHES {
-        let response = path
-            .get(&format!(
-                "/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=watch%3D{tag}"
-            ))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "{}: WATCH {}",
-            path.name,
-            response.status()
-        );
-        let tx = tx.clone();
-        watches.push(tokio::spawn(async move {
-            let mut stream = response.bytes_stream();
-            let mut buffer = Vec::new();
-            while let Some(Ok(chunk)) = stream.next().await {
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=end).collect();
-                    let received = now_ns();
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                        continue;
-                    };
-                    let sent = event["object"]["metadata"]["annotations"]["sent"]
-                        .as_str()
-                        .and_then(|s| s.parse::<u128>().ok());
-                    if let (Some(sent), Some("ADDED")) = (sent, event["type"].as_str()) {
-                        let _ = tx.send(Duration::from_nanos(received.saturating_sub(sent) as u64));
+    for (index, path) in paths.iter().enumerate() {
+        for _ in 0..WATCHES {
+            let response = path
+                .get(&format!(
+                    "/api/v1/namespaces/{ns}/configmaps?watch=1&labelSelector=watch%3Dbench"
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{}: WATCH {}",
+                path.name,
+                response.status()
+            );
+            let tx = tx.clone();
+            watches.push(tokio::spawn(async move {
+                let mut stream = response.bytes_stream();
+                let mut buffer = Vec::new();
+                while let Some(Ok(chunk)) = stream.next().await {
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        let received = now_ns();
+                        let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                            continue;
+                        };
+                        let sent = event["object"]["metadata"]["annotations"]["sent"]
+                            .as_str()
+                            .and_then(|s| s.parse::<u128>().ok());
+                        if let (Some(sent), Some("ADDED")) = (sent, event["type"].as_str()) {
+                            let _ = tx.send((index, Duration::from_nanos(received.saturating_sub(sent) as u64)));
+                        }
                     }
                 }
-            }
-        }));
+            }));
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..WATCH_EVENTS {
         let cm: ConfigMap = serde_json::from_value(json!({
-            "metadata": {"name": format!("w-{tag}-{i}"), "labels": {"watch": tag}, "annotations": {"sent": now_ns().to_string()}}
+            "metadata": {"name": format!("w-{i}"), "labels": {"watch": "bench"}, "annotations": {"sent": now_ns().to_string()}}
         }))?;
         configmaps.create(&Default::default(), &cm).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut latencies = Vec::new();
+    let expected = paths.len() * WATCHES * WATCH_EVENTS;
+    let mut latencies = vec![Vec::new(); paths.len()];
+    let mut received = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while latencies.len() < WATCHES * WATCH_EVENTS && Instant::now() < deadline {
-        if let Ok(Some(latency)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            latencies.push(latency);
+    while received < expected && Instant::now() < deadline {
+        if let Ok(Some((index, latency))) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            latencies[index].push(latency);
+            received += 1;
         }
     }
     for watch in watches {
         watch.abort();
     }
-    anyhow::ensure!(
-        latencies.len() == WATCHES * WATCH_EVENTS,
-        "{}: {} of {} watch events arrived",
-        path.name,
-        latencies.len(),
-        WATCHES * WATCH_EVENTS
-    );
-    Ok(percentile(&mut latencies, 99))
+    anyhow::ensure!(received == expected, "{received} of {expected} watch events arrived");
+    Ok(latencies.iter_mut().map(|l| percentile(l, 99)).collect())
 }
 
 #[tokio::main]
@@ -285,9 +294,10 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let paths = [&direct, &via, &kproxy];
+    let gets = bench_get(&paths, &ns).await?;
     let mut results = Vec::new();
-    for path in [&direct, &via, &kproxy] {
-        let (p50, p99) = bench_get(path, &ns).await?;
+    for (path, (p50, p99)) in paths.iter().zip(gets) {
         let list = bench_list(path, &ns).await?;
         println!(
             "{:>13}: GET p50 {:.2} ms, p99 {:.2} ms; LIST {:.0} objects/s",
@@ -298,8 +308,8 @@ async fn main() -> Result<()> {
         );
         results.push((p50, p99, list));
     }
-    let watch_direct = bench_watch(&direct, &ns, &configmaps, "direct").await?;
-    let watch_via = bench_watch(&via, &ns, &configmaps, "via").await?;
+    let watch = bench_watch(&[&direct, &via], &ns, &configmaps).await?;
+    let (watch_direct, watch_via) = (watch[0], watch[1]);
     println!(
         "watch event p99 over {WATCHES} watches x {WATCH_EVENTS} events: direct {:.2} ms, kas+agentk {:.2} ms",
         ms(watch_direct),
