@@ -115,3 +115,48 @@ async fn preset_root_token_and_file_mode() {
     assert!(kas.log().contains("Created the root user"));
     assert_eq!(Client::root(&kas).get("/user").await.1["username"], "root");
 }
+
+#[tokio::test]
+async fn admin_commands_script_users_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = |args: &[&str]| {
+        let output = std::process::Command::new(KAS)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("admin")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (ok, user, stderr) = admin(&["create-user", "--username", "ops", "--email", "ops@example.com"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&user).unwrap()["username"],
+        "ops"
+    );
+    let (ok, token, stderr) = admin(&["create-token", "--username", "ops", "--scopes", "api,k8s_proxy"]);
+    assert!(ok, "{stderr}");
+    assert!(token.starts_with("glpat-"), "{token}");
+    let (ok, _, stderr) = admin(&["create-token", "--username", "ops", "--scopes", "everything"]);
+    assert!(!ok && stderr.contains("is not a scope"), "{stderr}");
+    let (ok, _, stderr) = admin(&["create-user", "--username", "Bad Name"]);
+    assert!(!ok && stderr.contains("--username"), "{stderr}");
+
+    let kas = Kas::start(
+        KAS.as_ref(),
+        KasOptions {
+            data_dir: Some(data.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, me) = Client::new(&kas, &token).get("/user").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["username"], "ops");
+}
