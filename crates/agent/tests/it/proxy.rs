@@ -726,14 +726,15 @@ async fn the_python_kubernetes_client_works_through_the_proxy() {
     assert!(stdout.contains("all kubernetes client checks passed"), "{stdout}");
 }
 
-/// The number of watches the API server holds on ConfigMaps.
-async fn configmap_watchers() -> u64 {
+/// The number of watches the API server holds on LimitRanges: a kind no
+/// other test watches, so the count moves only with this test's watches.
+async fn limitrange_watchers() -> u64 {
     let env = KubeEnv::shared();
     let client = env.client().await;
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(request).await.unwrap();
     text.lines()
-        .filter(|l| l.starts_with("apiserver_registered_watchers{") && l.contains("kind=\"ConfigMap\""))
+        .filter(|l| l.starts_with("apiserver_registered_watchers{") && l.contains("kind=\"LimitRange\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -771,13 +772,13 @@ async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server
     for _ in 0..100 {
         baseline.push(get_once().await);
     }
-    let watchers_before = configmap_watchers().await;
+    let watchers_before = limitrange_watchers().await;
 
     // 50 watches whose bodies nobody reads, while events keep coming.
     let mut stalled = Vec::new();
     for _ in 0..50 {
         let response = http
-            .get(format!("{base}/api/v1/namespaces/{ns}/configmaps?watch=1"))
+            .get(format!("{base}/api/v1/namespaces/{ns}/limitranges?watch=1"))
             .bearer_auth(&auth)
             .send()
             .await
@@ -788,16 +789,19 @@ async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server
     until(
         Duration::from_secs(10),
         "50 more watches at the API server",
-        async || configmap_watchers().await >= watchers_before + 50,
+        async || limitrange_watchers().await >= watchers_before + 50,
     )
     .await;
     let admin = env.client().await;
-    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(admin, &ns);
+    let limitranges: kube::Api<k8s_openapi::api::core::v1::LimitRange> = kube::Api::namespaced(admin, &ns);
     let filler = "x".repeat(64 * 1024);
     for i in 0..20 {
-        let cm: k8s_openapi::api::core::v1::ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": format!("fill-{i}")}, "data": {"x": filler}})).unwrap();
-        configmaps.create(&Default::default(), &cm).await.unwrap();
+        let lr: k8s_openapi::api::core::v1::LimitRange = serde_json::from_value(json!({
+            "metadata": {"name": format!("fill-{i}"), "annotations": {"filler": filler}},
+            "spec": {"limits": [{"type": "Container"}]}
+        }))
+        .unwrap();
+        limitranges.create(&Default::default(), &lr).await.unwrap();
     }
     let mut during = Vec::new();
     for _ in 0..200 {
@@ -810,19 +814,19 @@ async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server
     );
 
     // Dropping the client side ends the watches at the API server.
-    let with_ours = configmap_watchers().await;
+    let with_ours = limitrange_watchers().await;
     drop(stalled);
     let start = Instant::now();
     let mut now = with_ours;
     while start.elapsed() < Duration::from_secs(30) {
-        now = configmap_watchers().await;
+        now = limitrange_watchers().await;
         if now + 50 <= with_ours {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "API server ConfigMap watches: {watchers_before} before, {with_ours} with ours, {now} after dropping them ({:?})",
+        "API server LimitRange watches: {watchers_before} before, {with_ours} with ours, {now} after dropping them ({:?})",
         start.elapsed()
     );
     assert!(
