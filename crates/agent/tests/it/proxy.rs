@@ -208,6 +208,11 @@ async fn kubectl_works_through_the_proxy() {
             "delete",
         );
     }
+    // With access_as agent, a client's own impersonation passes through and
+    // the cluster's RBAC judges it: nobody bound `someone`.
+    let (allowed, _, stderr) = kubectl(KUBECTLS[1], &kc, &["--as=someone", "-n", &ns, "get", "secrets"], None);
+    assert!(!allowed);
+    assert!(stderr.contains("User \"someone\""), "{stderr}");
 
     // A watch receives events as they happen.
     let mut watch = Command::new(kubectl_path(KUBECTLS[1]))
@@ -447,13 +452,27 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
         Some(json!({"name": "other", "namespace_id": group["id"]})),
     )
     .await;
+    let (_, ops) = call(
+        &setup.kas,
+        "POST",
+        "/groups",
+        Some(json!({"name": "ops", "path": "ops"})),
+    )
+    .await;
+    let (_, deploy) = call(
+        &setup.kas,
+        "POST",
+        "/projects",
+        Some(json!({"name": "deploy", "namespace_id": ops["id"]})),
+    )
+    .await;
     let config = format!(
-        "ci_access:\n  projects:\n    - id: acme/app\n      default_namespace: {ns}\n      environments: [\"review/*\", production]\n      access_as:\n        ci_job: {{}}\n"
+        "ci_access:\n  projects:\n    - id: acme/app\n      default_namespace: {ns}\n      environments: [\"review/*\", production]\n      access_as:\n        ci_job: {{}}\n  groups:\n    - id: ops\n      access_as:\n        impersonate:\n          username: deployer\n          groups: [deployers]\n"
     );
     assert!(setup.write_config(&config).await.is_success());
     let _agent = agent_with_cluster_access(&setup).await;
     let (_, bot) = call(&setup.kas, "POST", "/users", Some(json!({"username": "ci-bot"}))).await;
-    for project in [&app, &other] {
+    for project in [&app, &other, &deploy] {
         call(
             &setup.kas,
             "POST",
@@ -581,6 +600,28 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
         );
         async move { http.get(url).bearer_auth(token).send().await.unwrap().status() }
     };
+    // A job of a project under `ops` acts as the static identity.
+    let (_, ops_job) = ci_job(
+        &setup,
+        &pat,
+        json!({"project_id": "ops/deploy", "pipeline_id": 15, "job_id": 1005, "ref": "main"}),
+    )
+    .await;
+    let ops_token = format!("ci:{}:{}", setup.agent_id, ops_job["token"].as_str().unwrap());
+    let forbidden = setup
+        .kas
+        .http()
+        .get(format!(
+            "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/{ns}/secrets",
+            setup.kas.url
+        ))
+        .bearer_auth(&ops_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN, "deployer has no RoleBinding");
+    let text = forbidden.text().await.unwrap();
+    assert!(text.contains("User \\\"deployer\\\""), "{text}");
     // An environment outside the list.
     let (_, staging) = ci_job(
         &setup,
