@@ -152,22 +152,44 @@ pub async fn perform(
         }
     }
     let leftover = Bytes::copy_from_slice(&buffer[head_end..]);
-    let (read_half, mut write_half) = tokio::io::split(io);
-    if status == 101 {
-        *response.status_mut() = StatusCode::OK;
-        response
-            .headers_mut()
-            .insert(UPGRADE_STATUS_HEADER, http::HeaderValue::from_static("101"));
-        tokio::spawn(async move {
-            let mut from_kas = client_bytes.into_data_stream();
-            while let Some(Ok(chunk)) = from_kas.next().await {
-                if write_half.write_all(&chunk).await.is_err() {
-                    return;
+    if status != 101 {
+        // A refusal: an ordinary response on a connection the server keeps
+        // open, so read exactly its body (Go's server sends a length).
+        let length = text
+            .split("\r\n")
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+            })
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        let mut body = leftover.to_vec();
+        if let Some(length) = length {
+            while body.len() < length {
+                let mut chunk = vec![0u8; (length - body.len()).min(64 * 1024)];
+                match io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
                 }
             }
-            let _ = write_half.shutdown().await;
-        });
+            body.truncate(length);
+        }
+        *response.body_mut() = Body::from(body);
+        return response;
     }
+    let (read_half, mut write_half) = tokio::io::split(io);
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(UPGRADE_STATUS_HEADER, http::HeaderValue::from_static("101"));
+    tokio::spawn(async move {
+        let mut from_kas = client_bytes.into_data_stream();
+        while let Some(Ok(chunk)) = from_kas.next().await {
+            if write_half.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
     // The server's bytes: whatever followed the head, then the rest.
     let rest = futures_util::stream::unfold((read_half, Some(leftover)), |(mut reader, first)| async move {
         if let Some(first) = first.filter(|b| !b.is_empty()) {

@@ -213,6 +213,24 @@ async fn kubectl_works_through_the_proxy() {
     let (allowed, _, stderr) = kubectl(KUBECTLS[1], &kc, &["--as=someone", "-n", &ns, "get", "secrets"], None);
     assert!(!allowed);
     assert!(stderr.contains("User \"someone\""), "{stderr}");
+    // A real upgrade request (kubectl exec) reaches the real API server
+    // through the tunnel and its answer comes back. No kubelet runs here,
+    // so the pod stays unscheduled and the API server refuses the exec.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\nspec:\n  containers:\n  - name: main\n    image: busybox\n";
+    ok(
+        kubectl(
+            KUBECTLS[1],
+            &KubeEnv::shared().kubeconfig_path(),
+            &["-n", &ns, "apply", "-f", "-"],
+            Some(pod),
+        ),
+        "pod",
+    );
+    for bin in KUBECTLS {
+        let (ran, _, stderr) = kubectl(bin, &kc, &["-n", &ns, "exec", "sleeper", "--", "true"], None);
+        assert!(!ran);
+        assert!(stderr.contains("does not have a host assigned"), "{bin}: {stderr}");
+    }
 
     // A watch receives events as they happen.
     let mut watch = Command::new(kubectl_path(KUBECTLS[1]))
