@@ -11,7 +11,7 @@ postgres_start() {
   local bin port
   bin=$(postgres_bin)
   [ -n "$bin" ] || { echo "PostgreSQL server binaries not found" >&2; return 1; }
-  PG_DIR=$(mktemp -d /tmp/glagent-pg.XXXXXX)
+  PG_DIR=$(mktemp -d -t glagent-pg.XXXXXX)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   local run=()
   if [ "$(id -u)" -eq 0 ]; then
