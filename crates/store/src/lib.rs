@@ -231,6 +231,36 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// A user's tokens, newest first (revoked ones included, as GitLab lists them).
+    pub async fn personal_access_tokens(&self, user_id: i64) -> Result<Vec<PersonalAccessToken>> {
+        Ok(sqlx::query_as::<_, PersonalAccessToken>(
+            "SELECT * FROM personal_access_tokens WHERE user_id = $1 ORDER BY id DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn personal_access_token(&self, id: i64) -> Result<PersonalAccessToken> {
+        sqlx::query_as::<_, PersonalAccessToken>("SELECT * FROM personal_access_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Revokes a token; it stays listed, marked revoked.
+    pub async fn revoke_personal_access_token(&self, id: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE personal_access_tokens SET revoked = 1 WHERE id = $1 AND revoked = 0")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn touch_personal_access_token(&self, id: i64) -> Result<()> {
         sqlx::query("UPDATE personal_access_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now())

@@ -29,6 +29,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/user", get(users::current))
         .route("/user/personal_access_tokens", post(users::create_own_token))
+        .route("/personal_access_tokens", get(users::list_tokens))
+        .route(
+            "/personal_access_tokens/{token_id}",
+            axum::routing::delete(users::revoke_token),
+        )
         .route("/users", get(users::list).post(users::create))
         .route("/users/{user_id}", get(users::get))
         .route("/users/{user_id}/personal_access_tokens", post(users::create_token))

@@ -204,3 +204,70 @@ fn created_token(record: &glagent_store::PersonalAccessToken, token: &secret::Se
         "token": token.expose(),
     })
 }
+
+/// A token as GitLab lists it (never the secret).
+fn token_entity(record: &glagent_store::PersonalAccessToken) -> Value {
+    let expired = record
+        .expires_at
+        .as_deref()
+        .is_some_and(|d| glagent_store::is_past(&format!("{d}T23:59:59Z")));
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "revoked": record.revoked != 0,
+        "created_at": record.created_at,
+        "scopes": record.scope_list(),
+        "user_id": record.user_id,
+        "last_used_at": record.last_used_at,
+        "active": record.revoked == 0 && !expired,
+        "expires_at": record.expires_at,
+    })
+}
+
+/// `GET /personal_access_tokens`: the caller's tokens (administrators may
+/// pass `user_id`).
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<TokenListQuery>,
+) -> ApiResult<Json<Value>> {
+    let user_id = match query.user_id {
+        Some(id) if id != caller.user.id && !caller.user.admin() => {
+            return Err(ApiError::ForbiddenBecause(
+                "only administrators may list another user's tokens".into(),
+            ));
+        }
+        Some(id) => id,
+        None => caller.user.id,
+    };
+    let tokens = state.store.personal_access_tokens(user_id).await?;
+    Ok(Json(Value::Array(tokens.iter().map(token_entity).collect())))
+}
+
+#[derive(Deserialize)]
+pub struct TokenListQuery {
+    #[serde(default, deserialize_with = "super::input::opt_int")]
+    user_id: Option<i64>,
+}
+
+/// `DELETE /personal_access_tokens/:id`: revokes one of the caller's tokens
+/// (administrators: anyone's). It stops working at once.
+pub async fn revoke_token(State(state): State<AppState>, caller: Caller, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    let token = state
+        .store
+        .personal_access_token(id)
+        .await
+        .map_err(|_| ApiError::NotFound("Token"))?;
+    if token.user_id != caller.user.id && !caller.user.admin() {
+        return Err(ApiError::NotFound("Token"));
+    }
+    match state.store.revoke_personal_access_token(id).await {
+        Ok(()) => {
+            state.proxy_decisions.clear();
+            tracing::info!(token_id = id, user_id = token.user_id, "personal access token revoked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(StoreError::NotFound) => Err(ApiError::NotFound("Token")),
+        Err(other) => Err(other.into()),
+    }
+}

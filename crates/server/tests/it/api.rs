@@ -388,3 +388,47 @@ async fn groups_and_projects_lifecycle() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn personal_access_tokens_are_listed_and_revoked() {
+    let kas = start_kas().await;
+    let root = Client::root(&kas);
+    let (_, alice_token) = root.new_user("alice").await;
+    let (_, bob_token) = root.new_user("bob").await;
+    let alice = Client::new(&kas, &alice_token);
+    let (status, tokens) = alice.get("/personal_access_tokens").await;
+    assert_eq!(status, StatusCode::OK);
+    let list = tokens.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].get("token").is_none(), "a list never shows secrets");
+    assert_eq!(list[0]["active"], true);
+    let id = list[0]["id"].as_i64().unwrap();
+
+    // Bob cannot see or revoke Alice's token.
+    let bob = Client::new(&kas, &bob_token);
+    assert_eq!(
+        bob.delete(&format!("/personal_access_tokens/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.get(&format!("/personal_access_tokens?user_id={}", list[0]["user_id"]))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    assert_eq!(
+        alice.delete(&format!("/personal_access_tokens/{id}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        alice.get("/user").await.0,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token stops working at once"
+    );
+    let (_, listed) = root
+        .get(&format!("/personal_access_tokens?user_id={}", list[0]["user_id"]))
+        .await;
+    assert_eq!(listed[0]["revoked"], true);
+    assert_eq!(listed[0]["active"], false);
+}
