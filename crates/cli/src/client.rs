@@ -58,12 +58,23 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, path: &str) -> Result<Value> {
+        Ok(self.exchange(request, path).await?.1)
+    }
+
+    /// Sends with the token; a failure status becomes an error with kas's
+    /// message. Returns the headers and the JSON body.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<(reqwest::header::HeaderMap, Value)> {
         let response = request
             .header("PRIVATE-TOKEN", &self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = body["message"]
@@ -72,7 +83,7 @@ impl Client {
                 .unwrap_or_else(|| body.to_string());
             bail!("{path}: {status}: {message}");
         }
-        Ok(body)
+        Ok((headers, body))
     }
 
     /// The kas URL this client talks to (without /api/v4).
@@ -110,27 +121,11 @@ impl Client {
         loop {
             let separator = if path.contains('?') { '&' } else { '?' };
             let url = format!("{}{path}{separator}per_page=100&page={page}", self.base);
-            let response = self
-                .http
-                .get(&url)
-                .header("PRIVATE-TOKEN", &self.token)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", self.base))?;
-            let status = response.status();
-            let next = response
-                .headers()
+            let (headers, body) = self.exchange(self.http.get(&url), path).await?;
+            let next = headers
                 .get("x-next-page")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok());
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                let message = body["message"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| body.to_string());
-                bail!("{path}: {status}: {message}");
-            }
             match body {
                 Value::Array(page_items) => items.extend(page_items),
                 other => bail!("{path}: expected a list, got {other}"),
