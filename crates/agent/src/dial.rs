@@ -16,7 +16,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -209,7 +208,7 @@ impl Dialer {
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
-        let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+        let config = glagent_tunnel::tunnel_config();
         let (ws, _) = step(
             "WebSocket upgrade",
             tokio_tungstenite::client_async_with_config(request, io, Some(config)),

@@ -101,7 +101,7 @@ pub async fn handle(State(state): State<Arc<AgentState>>, request: Request) -> R
         Ok(request) => request,
         Err(error) => return status(StatusCode::BAD_REQUEST, "BadRequest", error.to_string()),
     };
-    match state.kube.send(request).await {
+    match state.api.send(request).await {
         Ok(response) => {
             let (parts, body) = response.into_parts();
             let mut out = Response::new(Body::new(body));

@@ -6,6 +6,7 @@
 //! with exponential backoff. A small HTTP server ([`observability`]) tells
 //! Kubernetes whether the agent is alive and ready.
 
+pub mod api_client;
 pub mod args;
 pub mod dial;
 pub mod k8s_proxy;
@@ -140,6 +141,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         connection_id,
         pod_name,
         pod_namespace,
+        api: api_client::ApiClient::new(&kube_config).context("building the Kubernetes API client")?,
         kube,
         kube_config,
         log_level,

@@ -22,6 +22,8 @@ pub struct AgentState {
     pub pod_name: String,
     pub pod_namespace: String,
     pub kube: kube::Client,
+    /// The proxy's client: pooled HTTP/2 for requests, HTTP/1.1 for streams.
+    pub api: crate::api_client::ApiClient,
     /// Where and how to reach the API server, for upgraded connections.
     pub kube_config: kube::Config,
     pub log_level: LogLevel,

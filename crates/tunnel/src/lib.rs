@@ -11,4 +11,4 @@ pub mod proxy;
 mod ws_io;
 
 pub use backoff::Backoff;
-pub use ws_io::WsIo;
+pub use ws_io::{WsIo, tunnel_config};

@@ -16,7 +16,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use serde_json::{Value, json};
 
-const GETS: usize = 1000;
+/// GETs per path; `GLAGENT_BENCH_GETS` raises it (to attach a profiler).
+fn gets() -> usize {
+    std::env::var("GLAGENT_BENCH_GETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
 const LIST_OBJECTS: usize = 5000;
 const LISTS: usize = 5;
 const WATCHES: usize = 100;
@@ -58,8 +64,9 @@ async fn bench_get(paths: &[&Path], ns: &str) -> Result<Vec<(Duration, Duration)
             path.get(&url).send().await?.bytes().await?;
         }
     }
-    let mut samples = vec![Vec::with_capacity(GETS); paths.len()];
-    for _ in 0..GETS {
+    let gets = gets();
+    let mut samples = vec![Vec::with_capacity(gets); paths.len()];
+    for _ in 0..gets {
         for (i, path) in paths.iter().enumerate() {
             let start = Instant::now();
             let response = path.get(&url).send().await?;
@@ -173,8 +180,55 @@ async fn bench_watch(paths: &[&Path], ns: &str, configmaps: &Api<ConfigMap>) -> 
     Ok(latencies.iter_mut().map(|l| percentile(l, 99)).collect())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// `bench-proxy relay <listen port> <upstream port>`: a plain TCP relay on
+/// loopback, one process, one thread. Two of them in a row are the floor
+/// of any path that adds two processes (as kas + agentk do): no TLS, no
+/// HTTP, only the extra hops.
+async fn relay(listen: u16, upstream: u16) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await?;
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        });
+    }
+}
+
+/// Kills a child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, listen, upstream] = args.as_slice()
+        && mode == "relay"
+    {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(relay(listen.parse()?, upstream.parse()?));
+    }
+    // Two workers whatever TOKIO_WORKER_THREADS says: that variable is for
+    // trying kas with other runtime sizes.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> Result<()> {
     let release = std::env::current_exe()?
         .parent()
         .context("binary directory")?
@@ -267,6 +321,18 @@ async fn main() -> Result<()> {
         .stderr(Stdio::null())
         .spawn()?;
 
+    // Two TCP relays in a row in front of the API server.
+    let api_port: u16 = env.server_url().rsplit(':').next().context("API port")?.parse()?;
+    let (relay_in, relay_mid) = (glagent_test_support::free_port(), glagent_test_support::free_port());
+    let spawn_relay = |listen: u16, upstream: u16| -> Result<Child> {
+        Ok(Child(
+            Command::new(std::env::current_exe()?)
+                .args(["relay", &listen.to_string(), &upstream.to_string()])
+                .spawn()?,
+        ))
+    };
+    let _relays = [spawn_relay(relay_mid, api_port)?, spawn_relay(relay_in, relay_mid)?];
+
     let ca = std::fs::read(env.ca_file())?;
     let direct = Path {
         name: "direct",
@@ -288,13 +354,21 @@ async fn main() -> Result<()> {
         http: reqwest::Client::new(),
         token: None,
     };
+    let relays = Path {
+        name: "2 TCP relays",
+        base: format!("https://127.0.0.1:{relay_in}"),
+        http: reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .build()?,
+        token: Some(ADMIN_TOKEN.to_string()),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while kproxy.get("/version").send().await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "kubectl proxy did not start");
+    while kproxy.get("/version").send().await.is_err() || relays.get("/version").send().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "kubectl proxy or the relays did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let paths = [&direct, &via, &kproxy];
+    let paths = [&direct, &via, &kproxy, &relays];
     let gets = bench_get(&paths, &ns).await?;
     let mut results = Vec::new();
     for (path, (p50, p99)) in paths.iter().zip(gets) {
@@ -317,14 +391,15 @@ async fn main() -> Result<()> {
     );
     let _ = kubectl_proxy.kill();
     let _ = kubectl_proxy.wait();
-    let (d, v, k) = (results[0], results[1], results[2]);
+    let (d, v, k, r) = (results[0], results[1], results[2], results[3]);
     println!(
-        "RESULT get_p50_ratio={:.2} get_p99_ratio={:.2} list_throughput_ratio={:.2} watch_p99_extra_ms={:.2} kubectl_proxy_get_p50_ratio={:.2}",
+        "RESULT get_p50_ratio={:.2} get_p99_ratio={:.2} list_throughput_ratio={:.2} watch_p99_extra_ms={:.2} kubectl_proxy_get_p50_ratio={:.2} two_relays_get_p50_ratio={:.2}",
         ms(v.0) / ms(d.0),
         ms(v.1) / ms(d.1),
         v.2 / d.2,
         ms(watch_via) - ms(watch_direct),
         ms(k.0) / ms(d.0),
+        ms(r.0) / ms(d.0),
     );
     Ok(())
 }

@@ -894,6 +894,85 @@ async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server
     );
 }
 
+/// Established TCP connections from a process to a local port, from /proc.
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().to_string();
+                    Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // remote address, state 01 = ESTABLISHED, inode
+            fields.len() > 9 && fields[2].ends_with(&port) && fields[3] == "01" && inodes.contains(fields[9])
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_share_an_http2_connection_and_watches_get_their_own() {
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let agent = agent_with_cluster_access(&setup).await;
+    let pid = agent.pid().expect("agentk runs");
+    let env = KubeEnv::shared();
+    let api_port: u16 = env.server_url().rsplit(':').next().unwrap().parse().unwrap();
+    let ns = env.namespace("pool").await;
+    let pat = member(&setup, "pia", 30, &["k8s_proxy"]).await;
+    let http = setup.kas.http();
+    let base = format!("{}/-/kubernetes-agent/k8s-proxy", setup.kas.url);
+    let auth = format!("pat:{}:{pat}", setup.agent_id);
+    let before = connections_to(pid, api_port);
+
+    // 40 LISTs at once: over HTTP/1.1 each would need a connection.
+    let lists = (0..40).map(|_| {
+        let request = http
+            .get(format!("{base}/api/v1/namespaces/{ns}/serviceaccounts"))
+            .bearer_auth(&auth);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.unwrap();
+        }
+    });
+    futures_util::future::join_all(lists).await;
+    let after_lists = connections_to(pid, api_port);
+    println!("agentk's connections to the API server: {before} before, {after_lists} after 40 concurrent LISTs");
+    assert!(
+        after_lists <= before + 1,
+        "40 concurrent requests should share one HTTP/2 connection: {before} -> {after_lists}"
+    );
+
+    let mut watches = Vec::new();
+    for _ in 0..5 {
+        let response = http
+            .get(format!("{base}/api/v1/namespaces/{ns}/serviceaccounts?watch=1"))
+            .bearer_auth(&auth)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        watches.push(response);
+    }
+    let with_watches = connections_to(pid, api_port);
+    println!("with 5 watches open: {with_watches}");
+    assert!(
+        with_watches >= after_lists + 5,
+        "each watch should have a connection of its own: {after_lists} -> {with_watches}"
+    );
+}
+
 /// An upgrade-capable stand-in for the API server's exec endpoint: checks
 /// the upgrade request, switches protocols, and answers each chunk with the
 /// same bytes upper-cased.

@@ -11,7 +11,7 @@ use glagent_store::StoreError;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::connection;
 use crate::state::AppState;
@@ -96,7 +96,7 @@ pub async fn agent_endpoint(State(state): State<AppState>, mut request: Request)
                 return;
             }
         };
-        let config = WebSocketConfig::default().max_message_size(Some(16 << 20));
+        let config = glagent_tunnel::tunnel_config();
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         connection::run(state, agent, project, token, connection_id, ws).await;
     });
