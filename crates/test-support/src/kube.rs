@@ -22,6 +22,20 @@ pub struct KubeEnv {
     children: Mutex<Vec<Child>>,
 }
 
+/// Audits who asked, as the API server understood it, for access reviews
+/// (`kubectl auth can-i`) only, so the log stays small and the API server's
+/// other requests pay nothing.
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    resources:
+      - group: authorization.k8s.io
+        resources: [selfsubjectaccessreviews, selfsubjectrulesreviews]
+  - level: None
+";
+
 impl KubeEnv {
     /// The control plane of this test binary, started on first use.
     pub fn shared() -> &'static KubeEnv {
@@ -47,6 +61,17 @@ impl KubeEnv {
     /// The directory holding the PKI, kubeconfig and component logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The API server's audit events (JSON), in order. Only access reviews
+    /// are audited (see [`AUDIT_POLICY`]): they show the API server's view
+    /// of a caller, impersonated identity included.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// A new administrator client; create one per test runtime.
@@ -86,6 +111,7 @@ impl KubeEnv {
         };
         env.write_kubeconfig()?;
         let d = env.dir.path();
+        std::fs::write(d.join("audit-policy.yaml"), AUDIT_POLICY)?;
         let log = |name: &str| -> anyhow::Result<Stdio> { Ok(std::fs::File::create(d.join(name))?.into()) };
 
         let mut etcd = Command::new(assets.join("etcd"));
@@ -122,6 +148,9 @@ impl KubeEnv {
                 &format!("--service-account-key-file={}", d.join("sa.pub").display()),
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--endpoint-reconciler-type=none",
+                &format!("--audit-policy-file={}", d.join("audit-policy.yaml").display()),
+                &format!("--audit-log-path={}", d.join("audit.log").display()),
+                "--audit-log-format=json",
             ])
             .stdout(log("apiserver.log")?)
             .stderr(log("apiserver.log")?);

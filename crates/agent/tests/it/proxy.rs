@@ -386,6 +386,74 @@ async fn access_as_user_impersonates_the_gitlab_identity() {
     .await;
     assert_eq!(can("pods", "list").await, "no");
 
+    // The API server's own view of the caller: `auth can-i --list` sends a
+    // SelfSubjectRulesReview, which the test API server audits.
+    let rules = ok(
+        kubectl(bin, &kc, &["auth", "can-i", "--list", "-n", &ns], None),
+        "can-i --list",
+    );
+    let line = |resource: &str| {
+        rules
+            .lines()
+            .find(|l| l.starts_with(resource))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("secrets ").contains("[get list]"), "{rules}");
+    assert!(line("configmaps ").contains("[list]"), "{rules}");
+    let review = |event: &serde_json::Value| {
+        event["objectRef"]["resource"] == "selfsubjectrulesreviews"
+            && event["impersonatedUser"]["username"] == "gitlab:user:ursula"
+    };
+    until(
+        Duration::from_secs(5),
+        "the rules review in the audit log",
+        async || env.audit_events().iter().any(review),
+    )
+    .await;
+    let seen = env.audit_events().into_iter().find(review).unwrap();
+    let impersonated = &seen["impersonatedUser"];
+    let mut groups: Vec<String> = impersonated["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .filter(|g| g.starts_with("gitlab:"))
+        .map(str::to_string)
+        .collect();
+    groups.sort();
+    let pid = setup.project_id;
+    assert_eq!(
+        groups,
+        [
+            "gitlab:project_role:{pid}:developer",
+            "gitlab:project_role:{pid}:guest",
+            "gitlab:project_role:{pid}:reporter",
+            "gitlab:user",
+        ]
+        .map(|g| g.replace("{pid}", &pid.to_string())),
+        "{seen}"
+    );
+    let extra = &impersonated["extra"];
+    assert_eq!(
+        extra["agent.gitlab.com/id"],
+        json!([setup.agent_id.to_string()]),
+        "{seen}"
+    );
+    assert_eq!(extra["agent.gitlab.com/username"], json!(["ursula"]), "{seen}");
+    assert_eq!(
+        extra["agent.gitlab.com/access_type"],
+        json!(["personal_access_token"]),
+        "{seen}"
+    );
+    assert_eq!(
+        extra["agent.gitlab.com/config_project_id"],
+        json!([pid.to_string()]),
+        "{seen}"
+    );
+    // The one authenticated is the agent: kas's caller never reaches the cluster.
+    assert_ne!(seen["user"]["username"], "gitlab:user:ursula", "{seen}");
+
     // The client's own impersonation is refused while an identity is imposed.
     let (nested, _, stderr) = kubectl(bin, &kc, &["--as=someone-else", "-n", &ns, "get", "secrets"], None);
     assert!(!nested);
@@ -609,6 +677,56 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
         ),
         "create from CI",
     );
+    // The API server's view of the job, from its audit log.
+    ok(
+        kubectl(bin, &kc, &["--context", &context, "auth", "can-i", "--list"], None),
+        "can-i --list from CI",
+    );
+    let review = |event: &serde_json::Value| {
+        event["objectRef"]["resource"] == "selfsubjectrulesreviews"
+            && event["impersonatedUser"]["username"] == "gitlab:ci_job:1001"
+    };
+    until(
+        Duration::from_secs(5),
+        "the job's rules review in the audit log",
+        async || env.audit_events().iter().any(review),
+    )
+    .await;
+    let seen = env.audit_events().into_iter().find(review).unwrap();
+    let impersonated = &seen["impersonatedUser"];
+    let groups: Vec<&str> = impersonated["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .filter(|g| g.starts_with("gitlab:"))
+        .collect();
+    let (gid, pid) = (&group["id"], &app["id"]);
+    assert_eq!(
+        groups,
+        [
+            "gitlab:ci_job".to_string(),
+            format!("gitlab:group:{gid}"),
+            format!("gitlab:group_env_tier:{gid}:development"),
+            format!("gitlab:project:{pid}"),
+            format!("gitlab:project_env:{pid}:review/feature-x"),
+            format!("gitlab:project_env_tier:{pid}:development"),
+        ],
+        "{seen}"
+    );
+    let extra = &impersonated["extra"];
+    for (key, value) in [
+        ("agent.gitlab.com/id", setup.agent_id.to_string()),
+        ("agent.gitlab.com/config_project_id", setup.project_id.to_string()),
+        ("agent.gitlab.com/project_id", pid.to_string()),
+        ("agent.gitlab.com/ci_pipeline_id", "11".to_string()),
+        ("agent.gitlab.com/ci_job_id", "1001".to_string()),
+        ("agent.gitlab.com/environment_slug", "review/feature-x".to_string()),
+        ("agent.gitlab.com/environment_tier", "development".to_string()),
+    ] {
+        assert_eq!(extra[key], json!([value]), "{key} in {seen}");
+    }
+    assert!(extra["agent.gitlab.com/username"][0].is_string(), "{seen}");
 
     let proxy_get = |token: String| {
         let http = setup.kas.http();
