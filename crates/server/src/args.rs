@@ -57,6 +57,20 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert-file.
     #[arg(long, env = "KAS_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
+    /// Address of the private API through which other kas replicas reach
+    /// the agents connected here (plain HTTP; every request is signed with
+    /// the secret all replicas share). Needed when several replicas serve
+    /// the same database.
+    #[arg(long, env = "KAS_PRIVATE_LISTEN", requires = "private_api_secret_file")]
+    pub private_listen: Option<SocketAddr>,
+    /// The URL other replicas use for this replica's private API.
+    /// Default: http://<private-listen>.
+    #[arg(long, env = "KAS_PRIVATE_URL", requires = "private_listen")]
+    pub private_url: Option<url::Url>,
+    /// File holding the secret shared by all replicas (at least 32 bytes),
+    /// which signs private API requests.
+    #[arg(long, env = "KAS_PRIVATE_API_SECRET_FILE", requires = "private_listen")]
+    pub private_api_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -76,9 +76,22 @@ impl IntoResponse for ProxyError {
 
 /// Who may do what, once authenticated.
 #[derive(Clone)]
-struct Authorized {
-    agent_id: i64,
-    impersonation: Option<Impersonation>,
+pub struct Authorized {
+    pub agent_id: i64,
+    /// The identity imposed on the request, if any.
+    pub impersonation: Option<Impersonation>,
+}
+
+/// An identity as carried in a header: base64 of its JSON.
+pub fn encode_identity(identity: &Impersonation) -> String {
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(identity).expect("serialisable"))
+}
+
+pub fn decode_identity(value: &str) -> Result<Impersonation, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| format!("bad identity header: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("bad identity header: {e}"))
 }
 
 pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
@@ -89,7 +102,7 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
 }
 
 /// The protocol of an HTTP/1.1 upgrade request (exec, attach, port-forward).
-fn upgrade_protocol(headers: &HeaderMap) -> Option<String> {
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<String> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -105,16 +118,32 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn proxy(state: &AppState, mut request: Request) -> Result<Response, ProxyError> {
+async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyError> {
     let authorized = authorize(state, request.headers()).await?;
-    let upgrade = upgrade_protocol(request.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let imposed = authorized.impersonation.is_some();
     if imposed && request.headers().keys().any(|k| k.as_str().starts_with("impersonate-")) {
         return Err(ProxyError::BadRequest(
             "nested impersonation is not supported: this agent already imposes an identity on you".into(),
         ));
     }
+    if state.agents.pick(authorized.agent_id).is_none()
+        && let Some(replica) = crate::agents::routing::find(state, authorized.agent_id).await?
+    {
+        return crate::agents::routing::forward(state, &replica, &authorized, request).await;
+    }
+    forward_local(state, &authorized, request, PREFIX).await
+}
+
+/// Sends an authorised request down one of this replica's connections of
+/// the agent; `prefix` is the part of the path before the API server's.
+pub async fn forward_local(
+    state: &AppState,
+    authorized: &Authorized,
+    mut request: Request,
+    prefix: &str,
+) -> Result<Response, ProxyError> {
+    let upgrade = upgrade_protocol(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let connection = state.agents.pick(authorized.agent_id).ok_or_else(|| {
         ProxyError::Unavailable(format!(
             "agent {} is not connected to kas: check that agentk runs in the cluster",
@@ -123,7 +152,7 @@ async fn proxy(state: &AppState, mut request: Request) -> Result<Response, Proxy
     })?;
 
     let (parts, body) = request.into_parts();
-    let rest = parts.uri.path().strip_prefix(PREFIX).unwrap_or("/");
+    let rest = parts.uri.path().strip_prefix(prefix).unwrap_or("/");
     let rest = if rest.starts_with('/') {
         rest.to_string()
     } else {
@@ -138,8 +167,7 @@ async fn proxy(state: &AppState, mut request: Request) -> Result<Response, Proxy
     copy_end_to_end(&parts.headers, headers);
     headers.append(header::VIA, HeaderValue::from_static("1.1 glagent-kas"));
     if let Some(identity) = &authorized.impersonation {
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(identity).expect("serialisable"));
+        let encoded = encode_identity(identity);
         headers.insert(
             IMPERSONATION_HEADER,
             HeaderValue::from_str(&encoded).expect("base64 is a valid header"),
@@ -253,7 +281,7 @@ async fn splice(
     tokio::join!(upstream, downstream);
 }
 
-fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         let name_str = name.as_str();
         if HOP_BY_HOP.contains(&name_str) || CONSUMED.contains(&name_str) {

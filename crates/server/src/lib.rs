@@ -194,9 +194,47 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    let state = AppState::new(store.clone(), repos, external_url.clone(), ca_pem);
+    let (routing, private_listener) = match (&args.private_listen, &args.private_api_secret_file) {
+        (Some(address), Some(secret)) => {
+            let routing = agents::routing::Routing::new(secret, *address, args.private_url.as_ref())?;
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} for the private API"))?;
+            (Some(routing), Some(listener))
+        }
+        _ => (None, None),
+    };
+    let state = AppState::new(store.clone(), repos, external_url.clone(), ca_pem, routing);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    let private = private_listener.map(|listener| {
+        let routing = state.routing.as_ref().expect("set with the listener");
+        tracing::info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            private_url = %routing.private_url,
+            replica_id = %routing.replica_id,
+            "private API for other replicas is serving"
+        );
+        tokio::spawn(agents::routing::refresh_forever(state.clone()));
+        tokio::spawn(accept_loop(
+            listener,
+            None,
+            agents::routing::router(state.clone()),
+            shutdown.clone().cancelled_owned(),
+        ))
+    });
     tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
-    accept_loop(listener, tls, router(state), shutdown_signal()).await;
+    accept_loop(listener, tls, router(state.clone()), shutdown.clone().cancelled_owned()).await;
+    if let Some(private) = private {
+        let _ = private.await;
+    }
+    agents::routing::withdraw_all(&state).await;
     store.close().await;
     tracing::info!("kas stopped");
     Ok(())

@@ -27,6 +27,8 @@ pub struct Inner {
     pub proxy_decisions: crate::k8s_proxy::DecisionCache,
     /// Every recorded push, for parts that react to configuration changes.
     pub pushes: broadcast::Sender<PushEvent>,
+    /// Routes to agents connected to other replicas, with a private API.
+    pub routing: Option<crate::agents::routing::Routing>,
 }
 
 impl std::ops::Deref for AppState {
@@ -38,7 +40,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, repos: Repos, external_url: Url, ca_pem: Option<String>) -> AppState {
+    pub fn new(
+        store: Store,
+        repos: Repos,
+        external_url: Url,
+        ca_pem: Option<String>,
+        routing: Option<crate::agents::routing::Routing>,
+    ) -> AppState {
         let (pushes, _) = broadcast::channel(256);
         AppState(Arc::new(Inner {
             store,
@@ -49,6 +57,7 @@ impl AppState {
             config_cache: Default::default(),
             proxy_decisions: Default::default(),
             pushes,
+            routing,
         }))
     }
 

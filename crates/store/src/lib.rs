@@ -75,9 +75,14 @@ pub struct Paged<T> {
 
 /// The current time as stored: RFC 3339, UTC, millisecond precision.
 pub fn now() -> String {
+    from_now(std::time::Duration::ZERO)
+}
+
+/// A time `ahead` from now, as stored.
+pub fn from_now(ahead: std::time::Duration) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    OffsetDateTime::now_utc().format(&format).unwrap_or_default()
+    (OffsetDateTime::now_utc() + ahead).format(&format).unwrap_or_default()
 }
 
 /// Whether an RFC 3339 time stored here lies in the past.
@@ -649,6 +654,62 @@ impl Store {
     }
 
     /// Whether the token is still active (it exists and is not revoked).
+    /// Records (or refreshes) that `replica_id` holds a connection of the
+    /// agent, reachable at `private_url`, until `expires_at`.
+    pub async fn put_agent_route(
+        &self,
+        agent_id: i64,
+        replica_id: &str,
+        private_url: &str,
+        expires_at: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_routes (agent_id, replica_id, private_url, expires_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (agent_id, replica_id) DO UPDATE SET private_url = excluded.private_url, expires_at = excluded.expires_at",
+        )
+        .bind(agent_id)
+        .bind(replica_id)
+        .bind(private_url)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets one agent's route through a replica, or all of a replica's
+    /// routes when `agent_id` is `None`.
+    pub async fn delete_agent_routes(&self, replica_id: &str, agent_id: Option<i64>) -> Result<()> {
+        match agent_id {
+            Some(agent_id) => {
+                sqlx::query("DELETE FROM agent_routes WHERE replica_id = $1 AND agent_id = $2")
+                    .bind(replica_id)
+                    .bind(agent_id)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM agent_routes WHERE replica_id = $1")
+                    .bind(replica_id)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// The private URLs of other replicas holding the agent, unexpired.
+    pub async fn agent_routes(&self, agent_id: i64, except_replica: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT private_url FROM agent_routes WHERE agent_id = $1 AND replica_id <> $2 AND expires_at > $3 \
+             ORDER BY replica_id",
+        )
+        .bind(agent_id)
+        .bind(except_replica)
+        .bind(now())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn agent_token_active(&self, token_id: i64) -> Result<bool> {
         let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cluster_agent_tokens WHERE id = $1 AND status = 0")
             .bind(token_id)

@@ -7,6 +7,7 @@ mod install;
 mod lifecycle;
 mod network;
 mod proxy;
+mod replicas;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{AGENTK, Setup, call, until};
 
-const KUBECTLS: [&str; 2] = ["kubectl.1.27", "kubectl.1.33"];
+pub(crate) const KUBECTLS: [&str; 2] = ["kubectl.1.27", "kubectl.1.33"];
 
 fn kubectl_path(name: &str) -> PathBuf {
     let candidates = [
@@ -28,7 +28,7 @@ fn kubectl_path(name: &str) -> PathBuf {
 
 /// A user who is a member of the setup's project with `level`, and a
 /// personal access token with the given scopes.
-async fn member(setup: &Setup, username: &str, level: i64, scopes: &[&str]) -> String {
+pub(crate) async fn member(setup: &Setup, username: &str, level: i64, scopes: &[&str]) -> String {
     let (_, user) = call(
         &setup.kas,
         "POST",
@@ -59,15 +59,24 @@ async fn member(setup: &Setup, username: &str, level: i64, scopes: &[&str]) -> S
 
 /// A kubeconfig pointing at kas's proxy for the setup's agent.
 fn kubeconfig(setup: &Setup, pat: &str, dir: &Path) -> PathBuf {
-    let path = dir.join(format!("kubeconfig-{}", &pat[pat.len() - 6..]));
+    kubeconfig_at(&setup.kas.url, &setup.kas.ca_file(), setup.agent_id, pat, dir)
+}
+
+/// A kubeconfig for the proxy of the kas at `url`.
+pub(crate) fn kubeconfig_at(url: &str, ca: &Path, agent_id: i64, pat: &str, dir: &Path) -> PathBuf {
+    let path = dir.join(format!(
+        "kubeconfig-{}-{}",
+        url.rsplit(':').next().unwrap_or_default(),
+        &pat[pat.len() - 6..]
+    ));
     std::fs::write(
         &path,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: gitlab\n  cluster:\n    server: {}/-/kubernetes-agent/k8s-proxy/\n    certificate-authority: {}\n\
              users:\n- name: agent\n  user:\n    token: pat:{}:{}\ncontexts:\n- name: gitlab\n  context:\n    cluster: gitlab\n    user: agent\ncurrent-context: gitlab\n",
-            setup.kas.url,
-            setup.kas.ca_file().display(),
-            setup.agent_id,
+            url,
+            ca.display(),
+            agent_id,
             pat
         ),
     )
@@ -75,7 +84,7 @@ fn kubeconfig(setup: &Setup, pat: &str, dir: &Path) -> PathBuf {
     path
 }
 
-fn kubectl(binary: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+pub(crate) fn kubectl(binary: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut command = Command::new(kubectl_path(binary));
     command
         .arg("--kubeconfig")
@@ -97,7 +106,7 @@ fn kubectl(binary: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) 
     )
 }
 
-fn ok(result: (bool, String, String), what: &str) -> String {
+pub(crate) fn ok(result: (bool, String, String), what: &str) -> String {
     assert!(result.0, "{what} failed:\n{}\n{}", result.1, result.2);
     result.1
 }
@@ -1094,7 +1103,7 @@ async fn requests_share_an_http2_connection_and_watches_get_their_own() {
 /// An upgrade-capable stand-in for the API server's exec endpoint: checks
 /// the upgrade request, switches protocols, and answers each chunk with the
 /// same bytes upper-cased.
-async fn upgrade_echo_server() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+pub(crate) async fn upgrade_echo_server() -> (u16, tokio::sync::oneshot::Receiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -69,6 +69,7 @@ pub async fn run<S>(
         close: CancellationToken::new(),
     });
     state.agents.insert(connection.clone());
+    super::routing::announce(&state, agent.id).await;
     tracing::info!(agent_id = agent.id, connection_id, "agent connected");
     if let Err(error) = state.store.touch_agent_token(token.id).await {
         tracing::warn!(agent_id = agent.id, %error, "could not record token use");
@@ -114,6 +115,7 @@ pub async fn run<S>(
         }
     };
     state.agents.remove(connection.key);
+    super::routing::withdraw(&state, connection.agent_id).await;
     driver.abort();
     tracing::info!(agent_id = connection.agent_id, connection_id, reason = %reason, "agent disconnected");
 }

@@ -5,6 +5,7 @@
 mod connection;
 mod endpoint;
 mod registry;
+pub mod routing;
 
 pub use endpoint::agent_endpoint;
 pub use registry::{AgentConnection, AgentRegistry};

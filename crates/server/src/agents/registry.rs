@@ -55,6 +55,13 @@ impl AgentRegistry {
         self.lock().remove(&key);
     }
 
+    /// The agents with a connection here, sorted.
+    pub fn agent_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().values().map(|c| c.agent_id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The agent's connections, oldest first.
     pub fn of_agent(&self, agent_id: i64) -> Vec<Arc<AgentConnection>> {
         let mut found: Vec<_> = self

@@ -43,6 +43,7 @@ both_backends!(
     agents_and_token_limit,
     deleting_a_group_deletes_everything_below,
     pushes_are_recorded,
+    agent_routes_expire_and_are_withdrawn,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -272,4 +273,53 @@ async fn pushes_are_recorded(store: Store) {
     let events = store.push_events(p.id).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].after_sha, "a".repeat(40));
+}
+
+async fn agent_routes_expire_and_are_withdrawn(store: Store) {
+    use std::time::Duration;
+    let alice = user(&store, "alice").await;
+    let g = group(&store, "g", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
+    let later = glagent_store::from_now(Duration::from_secs(30));
+    store
+        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .await
+        .unwrap();
+    store
+        .put_agent_route(agent.id, "r2", "http://b:1", &later)
+        .await
+        .unwrap();
+    // A refresh moves the URL and the expiry, it adds no row.
+    store
+        .put_agent_route(agent.id, "r2", "http://b:2", &later)
+        .await
+        .unwrap();
+    assert_eq!(store.agent_routes(agent.id, "r1").await.unwrap(), ["http://b:2"]);
+    assert_eq!(
+        store.agent_routes(agent.id, "r3").await.unwrap(),
+        ["http://a:1", "http://b:2"]
+    );
+    // Expired rows are not routes.
+    let past = glagent_store::from_now(Duration::ZERO);
+    store
+        .put_agent_route(agent.id, "r2", "http://b:2", &past)
+        .await
+        .unwrap();
+    assert_eq!(store.agent_routes(agent.id, "r3").await.unwrap(), ["http://a:1"]);
+    store.delete_agent_routes("r1", Some(agent.id)).await.unwrap();
+    assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
+    store
+        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .await
+        .unwrap();
+    store.delete_agent_routes("r1", None).await.unwrap();
+    assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
+    // Deleting the agent deletes its routes.
+    store
+        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .await
+        .unwrap();
+    store.delete_agent(p.id, agent.id).await.unwrap();
+    assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
 }
