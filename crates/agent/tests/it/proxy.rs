@@ -242,20 +242,28 @@ async fn kubectl_works_through_the_proxy() {
     }
 
     // A watch receives events as they happen.
+    let seen = watch_sees(&kc, &ns, "watched-later", &kc).await;
+    assert!(seen.contains("configmap/watched-later"), "the watch saw: {seen}");
+}
+
+/// Runs `kubectl get configmaps --watch` with `kubeconfig`, creates the
+/// ConfigMap `name` with `creator`, and returns what the watch printed.
+pub(crate) async fn watch_sees(kubeconfig: &Path, ns: &str, name: &str, creator: &Path) -> String {
     let mut watch = Command::new(kubectl_path(KUBECTLS[1]))
         .arg("--kubeconfig")
-        .arg(&kc)
-        .args(["-n", &ns, "get", "configmaps", "--watch", "-o", "name"])
+        .arg(kubeconfig)
+        .args(["-n", ns, "get", "configmaps", "--watch", "-o", "name"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdout = watch.stdout.take().unwrap();
+    let expected = format!("configmap/{name}");
     let reader = std::thread::spawn(move || {
         let mut seen = String::new();
         let mut buf = [0u8; 1024];
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && !seen.contains("watched-later") {
+        while Instant::now() < deadline && !seen.contains(&expected) {
             match stdout.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
@@ -265,12 +273,7 @@ async fn kubectl_works_through_the_proxy() {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     ok(
-        kubectl(
-            KUBECTLS[1],
-            &kc,
-            &["-n", &ns, "create", "configmap", "watched-later"],
-            None,
-        ),
+        kubectl(KUBECTLS[1], creator, &["-n", ns, "create", "configmap", name], None),
         "create during watch",
     );
     let seen = tokio::task::spawn_blocking(move || reader.join().unwrap())
@@ -278,7 +281,7 @@ async fn kubectl_works_through_the_proxy() {
         .unwrap();
     let _ = watch.kill();
     let _ = watch.wait();
-    assert!(seen.contains("configmap/watched-later"), "the watch saw: {seen}");
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1100,6 +1103,55 @@ async fn requests_share_an_http2_connection_and_watches_get_their_own() {
     );
 }
 
+/// A kubeconfig for agentk pointing at [`upgrade_echo_server`].
+pub(crate) fn echo_kubeconfig(port: u16, dir: &Path) -> PathBuf {
+    let path = dir.join(format!("echo-kubeconfig-{port}"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: e, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
+             users: [{{name: e, user: {{token: agent-sa-token}}}}]\ncontexts: [{{name: e, context: {{cluster: e, user: e}}}}]\ncurrent-context: e\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Upgrades an exec request through `kas` to the agent (whose API server
+/// is [`upgrade_echo_server`]) and checks bytes round-trip both ways.
+pub(crate) async fn upgrade_round_trip(kas: &glagent_test_support::kas::Kas, agent_id: i64, pat: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(kas.ca_file()).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!(
+            "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
+            kas.url
+        ))
+        .bearer_auth(format!("pat:{agent_id}:{pat}"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
+    let mut stream = response.upgrade().await.unwrap();
+    for message in ["hello through the tunnel", &"x".repeat(100_000)] {
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message.to_ascii_uppercase().as_bytes());
+    }
+}
+
 /// An upgrade-capable stand-in for the API server's exec endpoint: checks
 /// the upgrade request, switches protocols, and answers each chunk with the
 /// same bytes upper-cased.
@@ -1158,7 +1210,6 @@ pub(crate) async fn upgrade_echo_server() -> (u16, tokio::sync::oneshot::Receive
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgraded_connections_carry_bytes_both_ways() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let setup = Setup::new().await;
     let config = format!(
         "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
@@ -1167,50 +1218,13 @@ async fn upgraded_connections_carry_bytes_both_ways() {
     assert!(setup.write_config(&config).await.is_success());
     let (port, head) = upgrade_echo_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("echo-kubeconfig");
-    std::fs::write(
-        &kc,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: e, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
-             users: [{{name: e, user: {{token: agent-sa-token}}}}]\ncontexts: [{{name: e, context: {{cluster: e, user: e}}}}]\ncurrent-context: e\n"
-        ),
-    )
-    .unwrap();
     let mut options = setup.agent_options();
-    options.kubeconfig = Some(kc);
+    options.kubeconfig = Some(echo_kubeconfig(port, dir.path()));
     let mut agent = Agentk::start(AGENTK.as_ref(), options);
     agent.wait_ready(Duration::from_secs(20)).await;
     let pat = member(&setup, "eve", 30, &["k8s_proxy"]).await;
 
-    let client = reqwest::Client::builder()
-        .http1_only()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(setup.kas.ca_file()).unwrap()).unwrap())
-        .build()
-        .unwrap();
-    let response = client
-        .post(format!(
-            "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
-            setup.kas.url
-        ))
-        .bearer_auth(format!("pat:{}:{pat}", setup.agent_id))
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "SPDY/3.1")
-        .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    assert_eq!(response.headers()["x-stream-protocol-version"], "v4.channel.k8s.io");
-    let mut stream = response.upgrade().await.unwrap();
-    for message in ["hello through the tunnel", &"x".repeat(100_000)] {
-        stream.write_all(message.as_bytes()).await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(echoed, message.to_ascii_uppercase().as_bytes());
-    }
+    upgrade_round_trip(&setup.kas, setup.agent_id, &pat).await;
     let head = head.await.unwrap().to_ascii_lowercase();
     assert!(
         head.starts_with("post /api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true http/1.1"),

@@ -59,7 +59,13 @@ pub struct Routing {
     pub private_url: String,
     secret: Vec<u8>,
     client: Client<HttpConnector, Body>,
+    /// Routes found recently, so a burst of requests costs one query (an
+    /// agent found nowhere is looked up again at once).
+    found: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, Vec<String>)>>,
 }
+
+/// How long a route found in the database is reused.
+const FOUND_TTL: Duration = Duration::from_secs(2);
 
 impl Routing {
     pub fn new(
@@ -92,6 +98,7 @@ impl Routing {
             private_url,
             secret,
             client,
+            found: Default::default(),
         })
     }
 
@@ -186,15 +193,42 @@ pub async fn find(state: &AppState, agent_id: i64) -> Result<Option<String>, Pro
     let Some(routing) = &state.routing else {
         return Ok(None);
     };
-    let urls = state
-        .store
-        .agent_routes(agent_id, &routing.replica_id)
-        .await
-        .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+    let cached = {
+        let found = routing.found.lock().unwrap_or_else(|e| e.into_inner());
+        found
+            .get(&agent_id)
+            .filter(|(at, _)| at.elapsed() < FOUND_TTL)
+            .map(|(_, urls)| urls.clone())
+    };
+    let urls = match cached {
+        Some(urls) => urls,
+        None => {
+            let urls = state
+                .store
+                .agent_routes(agent_id, &routing.replica_id)
+                .await
+                .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+            let mut found = routing.found.lock().unwrap_or_else(|e| e.into_inner());
+            found.retain(|_, (at, _)| at.elapsed() < FOUND_TTL);
+            if !urls.is_empty() {
+                found.insert(agent_id, (std::time::Instant::now(), urls.clone()));
+            }
+            urls
+        }
+    };
     if urls.is_empty() {
         return Ok(None);
     }
     Ok(Some(urls[rand::random_range(0..urls.len())].clone()))
+}
+
+/// Forgets what was found for the agent (its replica did not answer).
+fn forget(routing: &Routing, agent_id: i64) {
+    routing
+        .found
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&agent_id);
 }
 
 /// Forwards an authorised request to the replica at `base`; streams the
@@ -239,6 +273,7 @@ pub async fn forward(
         .body(body)
         .map_err(|e| ProxyError::BadRequest(format!("cannot forward this request: {e}")))?;
     let mut response = routing.client.request(forwarded).await.map_err(|e| {
+        forget(routing, authorized.agent_id);
         ProxyError::Unavailable(format!(
             "the kas replica holding agent {}'s connection did not answer: {e}",
             authorized.agent_id
