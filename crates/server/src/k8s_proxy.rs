@@ -126,7 +126,7 @@ async fn proxy(state: &AppState, request: Request) -> Result<Response, ProxyErro
             "nested impersonation is not supported: this agent already imposes an identity on you".into(),
         ));
     }
-    if state.agents.pick(authorized.agent_id).is_none()
+    if !state.agents.holds(authorized.agent_id)
         && let Some(replica) = crate::agents::routing::find(state, authorized.agent_id).await?
     {
         return crate::agents::routing::forward(state, &replica, &authorized, request).await;

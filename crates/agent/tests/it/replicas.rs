@@ -54,6 +54,22 @@ async fn a_replica_without_the_agent_forwards_to_the_replica_holding_it() {
     let mut agent = Agentk::start(AGENTK.as_ref(), options);
     agent.wait_ready(Duration::from_secs(20)).await;
 
+    // B lists the connection A holds.
+    let (status, connections) = call(
+        &b,
+        "GET",
+        &format!(
+            "/projects/{}/cluster_agents/{}/connections",
+            setup.project_id, setup.agent_id
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{connections}");
+    assert_eq!(connections.as_array().map(Vec::len), Some(1), "{connections}");
+    assert_eq!(connections[0]["agent_id"], setup.agent_id, "{connections}");
+    assert!(connections[0]["metadata"]["version"].is_string(), "{connections}");
+
     let env = KubeEnv::shared();
     let ns = env.namespace("replicas").await;
     let pat = member(&setup, "rhea", 30, &["k8s_proxy"]).await;

@@ -8,4 +8,4 @@ mod registry;
 pub mod routing;
 
 pub use endpoint::agent_endpoint;
-pub use registry::{AgentConnection, AgentRegistry};
+pub use registry::{AgentConnection, AgentRegistry, ConnectionSummary};

@@ -29,6 +29,24 @@ impl AgentConnection {
     pub fn info(&self) -> Option<AgentInfo> {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    pub fn summary(&self) -> ConnectionSummary {
+        ConnectionSummary {
+            connection_id: self.connection_id,
+            agent_id: self.agent_id,
+            connected_at: self.connected_at.clone(),
+            metadata: self.info(),
+        }
+    }
+}
+
+/// What the connections API shows of one connection, on any replica.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionSummary {
+    pub connection_id: u64,
+    pub agent_id: i64,
+    pub connected_at: String,
+    pub metadata: Option<AgentInfo>,
 }
 
 #[derive(Default)]
@@ -53,6 +71,13 @@ impl AgentRegistry {
 
     pub fn remove(&self, key: u64) {
         self.lock().remove(&key);
+    }
+
+    /// Whether this replica holds a connection of the agent.
+    pub fn holds(&self, agent_id: i64) -> bool {
+        self.lock()
+            .values()
+            .any(|c| c.agent_id == agent_id && !c.sender.is_closed())
     }
 
     /// The agents with a connection here, sorted.

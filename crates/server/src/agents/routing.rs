@@ -14,15 +14,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use hmac::{Hmac, KeyInit, Mac};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::ConnectionSummary;
 use crate::k8s_proxy::{self, Authorized, ProxyError};
 use crate::state::AppState;
 
@@ -305,12 +306,74 @@ pub async fn forward(
     Ok(out)
 }
 
-/// The private API: proxied requests forwarded by other replicas.
+/// The connections of the agent that other replicas hold, for the
+/// connections API. A replica that does not answer is left out (and logged).
+pub async fn remote_connections(state: &AppState, agent_id: i64) -> Vec<ConnectionSummary> {
+    let Some(routing) = &state.routing else {
+        return Vec::new();
+    };
+    let urls = match state.store.agent_routes(agent_id, &routing.replica_id).await {
+        Ok(urls) => urls,
+        Err(error) => {
+            tracing::warn!(agent_id, %error, "could not look up the agent's routes");
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    for base in urls {
+        let path = format!("{PRIVATE_CONNECTIONS}/{agent_id}");
+        let request = http::Request::get(format!("{base}{path}"))
+            .header(AGENT_HEADER, agent_id)
+            .header(SIGNATURE_HEADER, routing.sign(agent_id, "", "GET", &path))
+            .body(Body::empty())
+            .expect("valid request");
+        let answer = async {
+            let response = routing.client.request(request).await.map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("status {}", response.status()));
+            }
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            serde_json::from_slice::<Vec<ConnectionSummary>>(&body).map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), answer).await {
+            Ok(Ok(connections)) => found.extend(connections),
+            Ok(Err(error)) => {
+                tracing::warn!(agent_id, replica = %base, %error, "a replica did not list its connections")
+            }
+            Err(_) => tracing::warn!(agent_id, replica = %base, "a replica did not list its connections in 2 s"),
+        }
+    }
+    found
+}
+
+const PRIVATE_CONNECTIONS: &str = "/-/private/agents";
+
+/// The private API: proxied requests forwarded by other replicas, and this
+/// replica's connections of an agent.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(PRIVATE_PREFIX, any(private))
         .route(&format!("{PRIVATE_PREFIX}/{{*rest}}"), any(private))
+        .route(&format!("{PRIVATE_CONNECTIONS}/{{agent_id}}"), get(private_connections))
         .with_state(state)
+}
+
+async fn private_connections(State(state): State<AppState>, Path(agent_id): Path<i64>, headers: HeaderMap) -> Response {
+    let Some(routing) = &state.routing else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = format!("{PRIVATE_CONNECTIONS}/{agent_id}");
+    if header_str(&headers, AGENT_HEADER) != agent_id.to_string()
+        || !routing.verify(header_str(&headers, SIGNATURE_HEADER), agent_id, "", "GET", &path)
+    {
+        return ProxyError::Unauthorized("private API requests must be signed with the replicas' shared secret".into())
+            .into_response();
+    }
+    let connections: Vec<ConnectionSummary> = state.agents.of_agent(agent_id).iter().map(|c| c.summary()).collect();
+    axum::Json(connections).into_response()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {

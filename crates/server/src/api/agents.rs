@@ -263,7 +263,7 @@ pub async fn revoke_token(
 }
 
 /// glagent's own extension (GitLab has this in GraphQL): the agent's live
-/// connections to this kas, with version warnings.
+/// connections to every kas replica, with version warnings.
 pub async fn connections(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,16 +272,21 @@ pub async fn connections(
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    let connections = state.agents.of_agent(agent.id);
-    let infos: Vec<_> = connections.iter().map(|c| c.info()).collect();
-    let versions: Vec<&str> = infos.iter().flatten().map(|i| i.version.as_str()).collect();
+    let mut connections: Vec<_> = state.agents.of_agent(agent.id).iter().map(|c| c.summary()).collect();
+    connections.extend(crate::agents::routing::remote_connections(&state, agent.id).await);
+    connections.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+    let versions: Vec<&str> = connections
+        .iter()
+        .filter_map(|c| c.metadata.as_ref())
+        .map(|i| i.version.as_str())
+        .collect();
     let mixed = glagent_core::version::mixed_versions_warning(&versions);
     let items: Vec<Value> = connections
         .iter()
-        .zip(&infos)
-        .map(|(connection, info)| {
+        .map(|connection| {
             let mut warnings = Vec::new();
-            if let Some(message) = info
+            if let Some(message) = connection
+                .metadata
                 .as_ref()
                 .and_then(|i| glagent_core::version::version_warning(&i.version, glagent_core::VERSION))
             {
@@ -294,7 +299,7 @@ pub async fn connections(
                 "connection_id": connection.connection_id,
                 "agent_id": connection.agent_id,
                 "connected_at": connection.connected_at,
-                "metadata": info,
+                "metadata": connection.metadata,
                 "warnings": warnings,
             })
         })
