@@ -3,6 +3,7 @@
 
 mod config;
 mod connect;
+mod exec;
 mod install;
 mod lifecycle;
 mod network;

@@ -58,7 +58,7 @@ pub(crate) async fn member(setup: &Setup, username: &str, level: i64, scopes: &[
 }
 
 /// A kubeconfig pointing at kas's proxy for the setup's agent.
-fn kubeconfig(setup: &Setup, pat: &str, dir: &Path) -> PathBuf {
+pub(crate) fn kubeconfig(setup: &Setup, pat: &str, dir: &Path) -> PathBuf {
     kubeconfig_at(&setup.kas.url, &setup.kas.ca_file(), setup.agent_id, pat, dir)
 }
 
@@ -111,7 +111,7 @@ pub(crate) fn ok(result: (bool, String, String), what: &str) -> String {
     result.1
 }
 
-async fn agent_with_cluster_access(setup: &Setup) -> Agentk {
+pub(crate) async fn agent_with_cluster_access(setup: &Setup) -> Agentk {
     let mut options = setup.agent_options();
     options.kubeconfig = Some(KubeEnv::shared().kubeconfig_path());
     let mut agent = Agentk::start(AGENTK.as_ref(), options);
