@@ -4,7 +4,7 @@
 //! TLS, the exec path the API server uses, and the WebSocket channel
 //! protocol (`v5.channel.k8s.io`) kubectl 1.30+ speaks. Everything between
 //! kubectl and the stand-in is real, including the API server's own
-//! upgrade proxying.
+//! upgrade proxying and its RBAC check of the identity kas imposed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,9 +100,12 @@ async fn kubelet_stand_in() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_exec_succeeds_through_the_real_api_server() {
+async fn kubectl_exec_runs_as_the_imposed_user_through_the_real_api_server() {
     let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    let config = format!(
+        "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
+        setup.project_path
+    );
     assert!(setup.write_config(&config).await.is_success());
     let _agent = agent_with_cluster_access(&setup).await;
     let env = KubeEnv::shared();
@@ -137,7 +140,33 @@ async fn kubectl_exec_succeeds_through_the_real_api_server() {
     let pat = member(&setup, "xena", 30, &["k8s_proxy"]).await;
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(&setup, &pat, dir.path());
-    // The agent's service account may exec (cluster-admin in this harness).
+    // The exec runs as the user kas imposes: refused by the API server until
+    // RBAC lets the project's developers exec.
+    let refused = kubectl(
+        "kubectl.1.33",
+        &kc,
+        &["-n", &ns, "exec", "shell", "--", "echo", "no"],
+        None,
+    );
+    assert!(!refused.0, "{refused:?}");
+    assert!(refused.2.contains("User \"gitlab:user:xena\""), "{}", refused.2);
+    let admin_kc = env.kubeconfig_path();
+    let developers = format!("--group=gitlab:project_role:{}:developer", setup.project_id);
+    for args in [
+        vec![
+            "create",
+            "role",
+            "exec",
+            "--verb=get,create",
+            "--resource=pods,pods/exec",
+        ],
+        vec!["create", "rolebinding", "exec", "--role=exec", developers.as_str()],
+    ] {
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend(args);
+        let result = kubectl("kubectl.1.33", &admin_kc, &full, None);
+        assert!(result.0, "{result:?}");
+    }
     let exec = || {
         kubectl(
             "kubectl.1.33",
