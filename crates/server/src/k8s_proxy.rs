@@ -281,13 +281,45 @@ async fn splice(
     tokio::join!(upstream, downstream);
 }
 
+/// Copies the headers that belong to the request or response itself: not
+/// hop-by-hop ones, not credentials, and none of glagent's own
+/// (`x-glagent-*`), which only kas and agentk set between themselves.
 pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         let name_str = name.as_str();
-        if HOP_BY_HOP.contains(&name_str) || CONSUMED.contains(&name_str) {
+        if HOP_BY_HOP.contains(&name_str) || CONSUMED.contains(&name_str) || name_str.starts_with(OWN_PREFIX) {
             continue;
         }
         to.append(name.clone(), value.clone());
+    }
+}
+
+/// The prefix of the headers kas, agentk and kas replicas use among
+/// themselves.
+const OWN_PREFIX: &str = "x-glagent-";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_cannot_send_glagents_own_headers_or_credentials_through() {
+        let mut from = HeaderMap::new();
+        for (name, value) in [
+            ("accept", "application/json"),
+            ("authorization", "Bearer pat:1:glpat-x"),
+            ("x-glagent-upgrade", "SPDY/3.1"),
+            ("x-glagent-impersonation", "e30="),
+            ("x-glagent-route-identity", "e30="),
+            ("connection", "keep-alive"),
+            ("impersonate-user", "someone"),
+        ] {
+            from.append(name, HeaderValue::from_static(value));
+        }
+        let mut to = HeaderMap::new();
+        copy_end_to_end(&from, &mut to);
+        let kept: Vec<&str> = to.keys().map(|k| k.as_str()).collect();
+        assert_eq!(kept, ["accept", "impersonate-user"]);
     }
 }
 
