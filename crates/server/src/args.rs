@@ -58,13 +58,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KAS_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
     /// Address of the private API through which other kas replicas reach
-    /// the agents connected here (plain HTTP; every request is signed with
-    /// the secret all replicas share). Needed when several replicas serve
-    /// the same database.
+    /// the agents connected here (HTTPS with a certificate from the CA in
+    /// the shared data directory; every request is also signed with the
+    /// secret all replicas share). Needed when several replicas serve the
+    /// same database.
     #[arg(long, env = "KAS_PRIVATE_LISTEN", requires = "private_api_secret_file")]
     pub private_listen: Option<SocketAddr>,
     /// The URL other replicas use for this replica's private API.
-    /// Default: http://<private-listen>.
+    /// Default: https://<private-listen>. An http:// URL serves plain HTTP.
     #[arg(long, env = "KAS_PRIVATE_URL", requires = "private_listen")]
     pub private_url: Option<url::Url>,
     /// File holding the secret shared by all replicas (at least 32 bytes),

@@ -196,7 +196,12 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     };
     let (routing, private_listener) = match (&args.private_listen, &args.private_api_secret_file) {
         (Some(address), Some(secret)) => {
-            let routing = agents::routing::Routing::new(secret, *address, args.private_url.as_ref())?;
+            let routing = agents::routing::Routing::new(
+                secret,
+                *address,
+                args.private_url.as_ref(),
+                &storage.data_dir.join("tls"),
+            )?;
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("listening on {address} for the private API"))?;
@@ -224,7 +229,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         tokio::spawn(agents::routing::refresh_forever(state.clone()));
         tokio::spawn(accept_loop(
             listener,
-            None,
+            routing.acceptor.clone(),
             agents::routing::router(state.clone()),
             shutdown.clone().cancelled_owned(),
         ))

@@ -32,24 +32,42 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig
 }
 
 /// Returns (certificate chain PEM, key PEM) for `host`, creating the CA in
-/// `dir` if it does not exist yet.
+/// `dir` if it does not exist yet; writes them to `server.crt`/`server.key`.
 pub fn generated_certificate(dir: &Path, host: &str) -> Result<(String, String)> {
+    issue(dir, host, "server")
+}
+
+/// A certificate for this replica's private API at `host`, from the CA in
+/// the data directory the replicas share; written to `private-<host>.crt`.
+pub fn private_certificate(dir: &Path, host: &str) -> Result<(String, String)> {
+    issue(dir, host, &format!("private-{}", host.replace([':', '/'], "_")))
+}
+
+/// The generated CA's certificate (PEM), creating the CA if needed.
+pub fn ca_certificate(dir: &Path) -> Result<String> {
+    Ok(ca(dir)?.0)
+}
+
+fn ca(dir: &Path) -> Result<(String, String)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_cert_path = dir.join("ca.crt");
     let ca_key_path = dir.join("ca.key");
-    let (ca_cert_pem, ca_key_pem) = if ca_cert_path.exists() && ca_key_path.exists() {
-        (
+    if ca_cert_path.exists() && ca_key_path.exists() {
+        return Ok((
             std::fs::read_to_string(&ca_cert_path)?,
             std::fs::read_to_string(&ca_key_path)?,
-        )
-    } else {
-        let key = KeyPair::generate()?;
-        let cert = ca_params()?.self_signed(&key)?;
-        let key_pem = key.serialize_pem();
-        write_private(&ca_key_path, &key_pem)?;
-        std::fs::write(&ca_cert_path, cert.pem())?;
-        (cert.pem(), key_pem)
-    };
+        ));
+    }
+    let key = KeyPair::generate()?;
+    let cert = ca_params()?.self_signed(&key)?;
+    let key_pem = key.serialize_pem();
+    write_private(&ca_key_path, &key_pem)?;
+    std::fs::write(&ca_cert_path, cert.pem())?;
+    Ok((cert.pem(), key_pem))
+}
+
+fn issue(dir: &Path, host: &str, stem: &str) -> Result<(String, String)> {
+    let (ca_cert_pem, ca_key_pem) = ca(dir)?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).context("reading tls/ca.key")?;
     // The issuer needs only the CA's name, key usages and key, all of which
     // are fixed, so the CA certificate need not be parsed back.
@@ -72,8 +90,8 @@ pub fn generated_certificate(dir: &Path, host: &str) -> Result<(String, String)>
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     let key_pem = key.serialize_pem();
-    write_private(&dir.join("server.key"), &key_pem)?;
-    std::fs::write(dir.join("server.crt"), cert.pem())?;
+    write_private(&dir.join(format!("{stem}.key")), &key_pem)?;
+    std::fs::write(dir.join(format!("{stem}.crt")), cert.pem())?;
     Ok((format!("{}{}", cert.pem(), ca_cert_pem), key_pem))
 }
 

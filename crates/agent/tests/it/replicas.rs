@@ -31,7 +31,7 @@ fn replica_options(
         ],
         ..Default::default()
     };
-    (options, format!("http://{private}"))
+    (options, format!("https://{private}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,8 +175,22 @@ async fn a_replica_without_the_agent_forwards_to_the_replica_holding_it() {
     upgrade_round_trip(&b, echo_id, &pat).await;
     echo.stop();
 
-    // B's private API refuses what is not signed with the shared secret.
-    let forged = reqwest::Client::new()
+    // B's private API speaks TLS with a certificate from the shared CA, and
+    // refuses what is not signed with the shared secret.
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "{}/-/private/agents/{}",
+            b_private.replace("https:", "http:"),
+            setup.agent_id
+        ))
+        .send()
+        .await;
+    assert!(
+        !plain.is_ok_and(|r| r.status().is_success()),
+        "the private API must not answer plain HTTP"
+    );
+    let forged = b
+        .http()
         .get(format!(
             "{b_private}/-/private/k8s-proxy/api/v1/namespaces/{ns}/secrets"
         ))

@@ -49,17 +49,24 @@ pub enum RoutingError {
     )]
     ShortSecret(String),
     #[error(
-        "--private-listen {0} is not an address other replicas can reach: give --private-url, e.g. http://kas-0.kas:8155"
+        "--private-listen {0} is not an address other replicas can reach: give --private-url, e.g. https://kas-0.kas:8155"
     )]
     NoUrl(std::net::SocketAddr),
+    #[error("--private-url {0} must be an https:// or http:// URL with a host")]
+    BadUrl(String),
+    #[error("TLS for the private API: {0:#}")]
+    Tls(anyhow::Error),
 }
 
 pub struct Routing {
     /// Random per process.
     pub replica_id: String,
     pub private_url: String,
+    /// For an https:// private URL: a certificate from the CA the replicas
+    /// share in their data directory.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     secret: Vec<u8>,
-    client: Client<HttpConnector, Body>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     /// Routes found recently, so a burst of requests costs one query (an
     /// agent found nowhere is looked up again at once).
     found: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, Vec<String>)>>,
@@ -69,10 +76,12 @@ pub struct Routing {
 const FOUND_TTL: Duration = Duration::from_secs(2);
 
 impl Routing {
+    /// `tls_dir` holds the CA the replicas share (`<data-dir>/tls`).
     pub fn new(
         secret_file: &std::path::Path,
         listen: std::net::SocketAddr,
         private_url: Option<&url::Url>,
+        tls_dir: &std::path::Path,
     ) -> Result<Routing, RoutingError> {
         let secret = std::fs::read(secret_file).map_err(|source| RoutingError::Secret {
             path: secret_file.display().to_string(),
@@ -83,20 +92,52 @@ impl Routing {
             return Err(RoutingError::ShortSecret(secret_file.display().to_string()));
         }
         let private_url = match private_url {
-            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            Some(url) => url.clone(),
             None if listen.ip().is_unspecified() => return Err(RoutingError::NoUrl(listen)),
-            None => format!("http://{listen}"),
+            None => url::Url::parse(&format!("https://{listen}")).map_err(|e| RoutingError::BadUrl(e.to_string()))?,
         };
+        let host = private_url
+            .host_str()
+            .filter(|_| matches!(private_url.scheme(), "https" | "http"))
+            .ok_or_else(|| RoutingError::BadUrl(private_url.to_string()))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let acceptor = if private_url.scheme() == "https" {
+            let (cert, key) = crate::tls::private_certificate(tls_dir, &host).map_err(RoutingError::Tls)?;
+            let config = crate::tls::server_config(cert.as_bytes(), key.as_bytes()).map_err(RoutingError::Tls)?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        } else {
+            None
+        };
+        let ca = crate::tls::ca_certificate(tls_dir).map_err(RoutingError::Tls)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut ca.as_bytes()) {
+            let cert = cert.map_err(|e| RoutingError::Tls(e.into()))?;
+            roots.add(cert).map_err(|e| RoutingError::Tls(e.into()))?;
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| RoutingError::Tls(e.into()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let mut http = HttpConnector::new();
+        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .build(http);
+            .build(https);
         Ok(Routing {
             replica_id: hex::encode(rand::random::<[u8; 8]>()),
-            private_url,
+            private_url: private_url.as_str().trim_end_matches('/').to_string(),
+            acceptor,
             secret,
             client,
             found: Default::default(),
@@ -430,7 +471,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret");
         std::fs::write(&file, secret).unwrap();
-        Routing::new(&file, "127.0.0.1:1".parse().unwrap(), None).unwrap()
+        Routing::new(&file, "127.0.0.1:1".parse().unwrap(), None, &dir.path().join("tls")).unwrap()
     }
 
     #[tokio::test]
@@ -458,16 +499,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret");
         std::fs::write(&file, "short\n").unwrap();
-        let error = Routing::new(&file, "127.0.0.1:1".parse().unwrap(), None).err().unwrap();
+        let tls = dir.path().join("tls");
+        let listen = "127.0.0.1:1".parse().unwrap();
+        let error = Routing::new(&file, listen, None, &tls).err().unwrap();
         assert!(error.to_string().contains("shorter than 32 bytes"), "{error}");
         std::fs::write(&file, "x".repeat(40)).unwrap();
-        let error = Routing::new(&file, "0.0.0.0:8155".parse().unwrap(), None)
+        let error = Routing::new(&file, "0.0.0.0:8155".parse().unwrap(), None, &tls)
             .err()
             .unwrap();
         assert!(error.to_string().contains("--private-url"), "{error}");
-        let missing = Routing::new(&dir.path().join("nope"), "127.0.0.1:1".parse().unwrap(), None)
+        let ftp = url::Url::parse("ftp://kas-0:21").unwrap();
+        let error = Routing::new(&file, listen, Some(&ftp), &tls).err().unwrap();
+        assert!(error.to_string().contains("https:// or http://"), "{error}");
+        let missing = Routing::new(&dir.path().join("nope"), listen, None, &tls)
             .err()
             .unwrap();
         assert!(missing.to_string().contains("nope"), "{missing}");
+        // The default private URL is https, with a certificate from the CA.
+        let routing = Routing::new(&file, listen, None, &tls).unwrap();
+        assert_eq!(routing.private_url, "https://127.0.0.1:1");
+        assert!(routing.acceptor.is_some());
+        assert!(tls.join("private-127.0.0.1.crt").exists());
     }
 }
