@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{AGENTK, Setup, call};
 
-fn helm(version: u8) -> PathBuf {
+pub(crate) fn helm(version: u8) -> PathBuf {
     let var = format!("GLAGENT_HELM{version}");
     let path = PathBuf::from(std::env::var(&var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test.sh")));
     assert!(

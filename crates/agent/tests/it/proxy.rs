@@ -1240,3 +1240,71 @@ async fn upgraded_connections_carry_bytes_both_ways() {
         "the user's token must not reach the cluster"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_through_the_proxy() {
+    let setup = Setup::new().await;
+    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
+    assert!(setup.write_config(&config).await.is_success());
+    let _agent = agent_with_cluster_access(&setup).await;
+    let env = KubeEnv::shared();
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(env.client().await, &env.namespace("helm").await);
+    let ns = configmaps.namespace().unwrap().to_string();
+    let pat = member(&setup, "hal", 30, &["k8s_proxy"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(&setup, &pat, dir.path());
+    let chart = dir.path().join("demo");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("values.yaml"), "greeting: hello\n").unwrap();
+    std::fs::write(
+        chart.join("templates/configmap.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-greeting\ndata:\n  greeting: {{ .Values.greeting | quote }}\n",
+    )
+    .unwrap();
+    for version in [3, 4] {
+        let release = format!("demo{version}");
+        let helm = |args: &[&str]| {
+            let output = Command::new(crate::install::helm(version))
+                .args(args)
+                .args(["--kubeconfig", kc.to_str().unwrap(), "-n", &ns])
+                .env("HELM_CACHE_HOME", dir.path().join("helm/cache"))
+                .env("HELM_CONFIG_HOME", dir.path().join("helm/config"))
+                .env("HELM_DATA_HOME", dir.path().join("helm/data"))
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+            assert!(
+                output.status.success(),
+                "helm {version} {args:?}:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        };
+        let chart = chart.to_str().unwrap();
+        helm(&["upgrade", "--install", &release, chart, "--wait", "--timeout", "60s"]);
+        let greeting = async |name: &str| {
+            configmaps
+                .get_opt(name)
+                .await
+                .unwrap()
+                .and_then(|cm| cm.data)
+                .and_then(|d| d.get("greeting").cloned())
+        };
+        let name = format!("{release}-greeting");
+        assert_eq!(greeting(&name).await.as_deref(), Some("hello"), "helm {version}");
+        helm(&["upgrade", &release, chart, "--set", "greeting=bye", "--wait"]);
+        assert_eq!(greeting(&name).await.as_deref(), Some("bye"), "helm {version}");
+        let list: serde_json::Value = serde_json::from_str(&helm(&["list", "-o", "json"])).unwrap();
+        let listed = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == release.as_str())
+            .unwrap_or_else(|| panic!("{release} in {list}"));
+        assert_eq!(listed["revision"], "2", "{listed}");
+        helm(&["uninstall", &release, "--wait"]);
+        assert_eq!(greeting(&name).await, None, "helm {version} uninstalled");
+    }
+}
