@@ -15,7 +15,7 @@ use crate::{AGENTK, Setup, call, until};
 
 pub(crate) const KUBECTLS: [&str; 2] = ["kubectl.1.27", "kubectl.1.33"];
 
-fn kubectl_path(name: &str) -> PathBuf {
+pub(crate) fn kubectl_path(name: &str) -> PathBuf {
     let candidates = [
         Path::new("/usr/lib/google-cloud-sdk/bin").join(name),
         Path::new("/usr/bin").join(name),
