@@ -318,10 +318,13 @@ async fn kubectl_logs_follow_streams_and_cancels_at_the_kubelet() {
     // Stopping kubectl ends the read at the kubelet, through every hop.
     follow.kill().unwrap();
     follow.wait().unwrap();
-    until(
+    let gone = until(
         Duration::from_secs(10),
         "the kubelet to see its reader go",
         async || kubelet.log_reader_gone.load(Ordering::SeqCst),
     )
     .await;
+    println!(
+        "kubectl logs -f: lines 1-5 over {spread:?}; the kubelet saw its reader go {gone:?} after kubectl was killed"
+    );
 }
