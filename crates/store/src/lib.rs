@@ -80,9 +80,18 @@ pub fn now() -> String {
 
 /// A time `ahead` from now, as stored.
 pub fn from_now(ahead: std::time::Duration) -> String {
+    format_time(OffsetDateTime::now_utc() + ahead)
+}
+
+/// A time `back` before now, as stored.
+pub fn before_now(back: std::time::Duration) -> String {
+    format_time(OffsetDateTime::now_utc() - back)
+}
+
+fn format_time(at: OffsetDateTime) -> String {
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    (OffsetDateTime::now_utc() + ahead).format(&format).unwrap_or_default()
+    at.format(&format).unwrap_or_default()
 }
 
 /// Whether an RFC 3339 time stored here lies in the past.
@@ -674,6 +683,23 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Extends every route of `replica_id` to `expires_at` and deletes routes
+    /// of any replica that expired before `forget_before` (replicas that
+    /// died). Returns how many of this replica's routes were extended.
+    pub async fn refresh_agent_routes(&self, replica_id: &str, expires_at: &str, forget_before: &str) -> Result<u64> {
+        let refreshed = sqlx::query("UPDATE agent_routes SET expires_at = $1 WHERE replica_id = $2")
+            .bind(expires_at)
+            .bind(replica_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM agent_routes WHERE expires_at < $1")
+            .bind(forget_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(refreshed)
     }
 
     /// Forgets one agent's route through a replica, or all of a replica's

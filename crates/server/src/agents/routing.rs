@@ -209,15 +209,31 @@ pub async fn withdraw(state: &AppState, agent_id: i64) {
     }
 }
 
-/// Refreshes this replica's routes until the process ends.
+/// Refreshes this replica's routes until the process ends: one statement
+/// for all of them, and a record for each agent only when some are missing
+/// (a write that failed at connect time). Routes of replicas that died more
+/// than an hour ago are deleted on the way.
 pub async fn refresh_forever(state: AppState) {
+    let Some(routing) = &state.routing else { return };
     let mut tick = tokio::time::interval(ROUTE_REFRESH);
     loop {
         tick.tick().await;
-        let mut agents: Vec<i64> = state.agents.agent_ids();
+        let mut agents = state.agents.agent_ids();
         agents.dedup();
-        for agent_id in agents {
-            announce(&state, agent_id).await;
+        let expires_at = glagent_store::from_now(ROUTE_TTL);
+        let forget_before = glagent_store::before_now(Duration::from_secs(3600));
+        match state
+            .store
+            .refresh_agent_routes(&routing.replica_id, &expires_at, &forget_before)
+            .await
+        {
+            Ok(refreshed) if refreshed as usize >= agents.len() => {}
+            Ok(_) => {
+                for agent_id in agents {
+                    announce(&state, agent_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not refresh this replica's agent routes"),
         }
     }
 }

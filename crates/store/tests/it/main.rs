@@ -315,6 +315,24 @@ async fn agent_routes_expire_and_are_withdrawn(store: Store) {
         .unwrap();
     store.delete_agent_routes("r1", None).await.unwrap();
     assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
+    // A refresh extends this replica's routes and forgets long-dead ones.
+    store
+        .put_agent_route(agent.id, "r1", "http://a:1", &past)
+        .await
+        .unwrap();
+    let long_ago = "2000-01-01T00:00:00.000Z";
+    store
+        .put_agent_route(agent.id, "dead", "http://d:1", long_ago)
+        .await
+        .unwrap();
+    let refreshed = store
+        .refresh_agent_routes("r1", &later, &glagent_store::now())
+        .await
+        .unwrap();
+    assert_eq!(refreshed, 1);
+    assert_eq!(store.agent_routes(agent.id, "r3").await.unwrap(), ["http://a:1"]);
+    let dead_rows = store.refresh_agent_routes("dead", &later, long_ago).await.unwrap();
+    assert_eq!(dead_rows, 0, "the dead replica's route was deleted");
     // Deleting the agent deletes its routes.
     store
         .put_agent_route(agent.id, "r1", "http://a:1", &later)
