@@ -210,9 +210,9 @@ pub async fn withdraw(state: &AppState, agent_id: i64) {
 }
 
 /// Refreshes this replica's routes until the process ends: one statement
-/// for all of them, and a record for each agent only when some are missing
-/// (a write that failed at connect time). Routes of replicas that died more
-/// than an hour ago are deleted on the way.
+/// for all of them, and a fresh record for each agent only when the rows do
+/// not match the agents held here (a write that failed earlier). Routes of
+/// replicas that died more than an hour ago are deleted on the way.
 pub async fn refresh_forever(state: AppState) {
     let Some(routing) = &state.routing else { return };
     let mut tick = tokio::time::interval(ROUTE_REFRESH);
@@ -227,8 +227,11 @@ pub async fn refresh_forever(state: AppState) {
             .refresh_agent_routes(&routing.replica_id, &expires_at, &forget_before)
             .await
         {
-            Ok(refreshed) if refreshed as usize >= agents.len() => {}
+            Ok(refreshed) if refreshed as usize == agents.len() => {}
             Ok(_) => {
+                // A write failed earlier: rows are missing, or left for
+                // agents gone from here. Start this replica's rows afresh.
+                withdraw_all(&state).await;
                 for agent_id in agents {
                     announce(&state, agent_id).await;
                 }
