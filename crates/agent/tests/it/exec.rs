@@ -28,8 +28,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use crate::proxy::{agent_with_cluster_access, kubeconfig, kubectl, kubectl_path, member};
-use crate::{Setup, until};
+use crate::proxy::{Fixture, kubectl, kubectl_path};
+use crate::until;
 
 /// What the kubelet stand-in saw.
 #[derive(Default)]
@@ -199,20 +199,16 @@ async fn pod_on_a_stand_in_kubelet(ns: &str) -> Arc<Kubelet> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_exec_runs_as_the_imposed_user_through_the_real_api_server() {
-    let setup = Setup::new().await;
-    let config = format!(
-        "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
-        setup.project_path
-    );
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
+    let Fixture {
+        setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir: _dir,
+    } = Fixture::start(Some("user"), "exec", "xena").await;
     let env = KubeEnv::shared();
-    let ns = env.namespace("exec").await;
     let kubelet = pod_on_a_stand_in_kubelet(&ns).await;
-
-    let pat = member(&setup, "xena", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
     // The exec runs as the user kas imposes: refused by the API server until
     // RBAC lets the project's developers exec.
     let refused = kubectl(
@@ -266,15 +262,15 @@ async fn kubectl_exec_runs_as_the_imposed_user_through_the_real_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_logs_follow_streams_and_cancels_at_the_kubelet() {
-    let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
-    let ns = KubeEnv::shared().namespace("logs").await;
+    let Fixture {
+        setup: _setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir: _dir,
+    } = Fixture::start(None, "logs", "lou").await;
     let kubelet = pod_on_a_stand_in_kubelet(&ns).await;
-    let pat = member(&setup, "lou", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
 
     let mut follow = std::process::Command::new(kubectl_path("kubectl.1.33"))
         .arg("--kubeconfig")

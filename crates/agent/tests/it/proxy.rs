@@ -119,19 +119,53 @@ pub(crate) async fn agent_with_cluster_access(setup: &Setup) -> Agentk {
     agent
 }
 
+/// One agent with cluster access whose `user_access` lists its own project
+/// (with `access_as` when given: "agent" or "user"), a namespace of the
+/// test's own, and a developer with a `k8s_proxy` token and a kubeconfig
+/// for the proxy.
+pub(crate) struct Fixture {
+    pub setup: Setup,
+    pub agent: Agentk,
+    pub ns: String,
+    pub pat: String,
+    pub kc: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start(access_as: Option<&str>, ns_prefix: &str, username: &str) -> Fixture {
+        let setup = Setup::new().await;
+        let access = access_as
+            .map(|a| format!("  access_as:\n    {a}: {{}}\n"))
+            .unwrap_or_default();
+        let config = format!("user_access:\n{access}  projects:\n    - id: {}\n", setup.project_path);
+        assert!(setup.write_config(&config).await.is_success());
+        let agent = agent_with_cluster_access(&setup).await;
+        let ns = KubeEnv::shared().namespace(ns_prefix).await;
+        let pat = member(&setup, username, 30, &["k8s_proxy"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let kc = kubeconfig(&setup, &pat, dir.path());
+        Fixture {
+            setup,
+            agent,
+            ns,
+            pat,
+            kc,
+            dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_works_through_the_proxy() {
-    let setup = Setup::new().await;
-    let config = format!(
-        "user_access:\n  access_as:\n    agent: {{}}\n  projects:\n    - id: {}\n",
-        setup.project_path
-    );
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
-    let ns = KubeEnv::shared().namespace("proxy").await;
-    let pat = member(&setup, "dora", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
+    let Fixture {
+        setup: _setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir: _dir,
+    } = Fixture::start(Some("agent"), "proxy", "dora").await;
 
     for (i, bin) in KUBECTLS.iter().enumerate() {
         let name = format!("cm-{i}");
@@ -284,20 +318,43 @@ pub(crate) async fn watch_sees(kubeconfig: &Path, ns: &str, name: &str, creator:
     seen
 }
 
+/// The API server's audit event for a SelfSubjectRulesReview
+/// (`kubectl auth can-i --list`) made as the impersonated `username`, and
+/// the gitlab:* groups it saw, in order.
+async fn audited_rules_review(username: &str) -> (serde_json::Value, Vec<String>) {
+    let env = KubeEnv::shared();
+    let review = |event: &serde_json::Value| {
+        event["objectRef"]["resource"] == "selfsubjectrulesreviews" && event["impersonatedUser"]["username"] == username
+    };
+    until(
+        Duration::from_secs(5),
+        &format!("{username}'s rules review in the audit log"),
+        async || env.audit_events().iter().any(review),
+    )
+    .await;
+    let seen = env.audit_events().into_iter().find(review).unwrap();
+    let groups = seen["impersonatedUser"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .filter(|g| g.starts_with("gitlab:"))
+        .map(str::to_string)
+        .collect();
+    (seen, groups)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_as_user_impersonates_the_gitlab_identity() {
-    let setup = Setup::new().await;
-    let config = format!(
-        "user_access:\n  access_as:\n    user: {{}}\n  projects:\n    - id: {}\n",
-        setup.project_path
-    );
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
+    let Fixture {
+        setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir: _dir,
+    } = Fixture::start(Some("user"), "impersonate", "ursula").await;
     let env = KubeEnv::shared();
-    let ns = env.namespace("impersonate").await;
-    let pat = member(&setup, "ursula", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
     let bin = KUBECTLS[1];
 
     let (allowed, _, stderr) = kubectl(bin, &kc, &["-n", &ns, "get", "secrets"], None);
@@ -413,26 +470,8 @@ async fn access_as_user_impersonates_the_gitlab_identity() {
     };
     assert!(line("secrets ").contains("[get list]"), "{rules}");
     assert!(line("configmaps ").contains("[list]"), "{rules}");
-    let review = |event: &serde_json::Value| {
-        event["objectRef"]["resource"] == "selfsubjectrulesreviews"
-            && event["impersonatedUser"]["username"] == "gitlab:user:ursula"
-    };
-    until(
-        Duration::from_secs(5),
-        "the rules review in the audit log",
-        async || env.audit_events().iter().any(review),
-    )
-    .await;
-    let seen = env.audit_events().into_iter().find(review).unwrap();
+    let (seen, mut groups) = audited_rules_review("gitlab:user:ursula").await;
     let impersonated = &seen["impersonatedUser"];
-    let mut groups: Vec<String> = impersonated["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|g| g.as_str())
-        .filter(|g| g.starts_with("gitlab:"))
-        .map(str::to_string)
-        .collect();
     groups.sort();
     let pid = setup.project_id;
     assert_eq!(
@@ -694,25 +733,8 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
         kubectl(bin, &kc, &["--context", &context, "auth", "can-i", "--list"], None),
         "can-i --list from CI",
     );
-    let review = |event: &serde_json::Value| {
-        event["objectRef"]["resource"] == "selfsubjectrulesreviews"
-            && event["impersonatedUser"]["username"] == "gitlab:ci_job:1001"
-    };
-    until(
-        Duration::from_secs(5),
-        "the job's rules review in the audit log",
-        async || env.audit_events().iter().any(review),
-    )
-    .await;
-    let seen = env.audit_events().into_iter().find(review).unwrap();
+    let (seen, groups) = audited_rules_review("gitlab:ci_job:1001").await;
     let impersonated = &seen["impersonatedUser"];
-    let groups: Vec<&str> = impersonated["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|g| g.as_str())
-        .filter(|g| g.starts_with("gitlab:"))
-        .collect();
     let (gid, pid) = (&group["id"], &app["id"]);
     assert_eq!(
         groups,
@@ -887,14 +909,14 @@ async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
 async fn the_python_kubernetes_client_works_through_the_proxy() {
     let python = std::env::var("GLAGENT_PYTHON")
         .expect("GLAGENT_PYTHON is not set: run the tests with scripts/test.sh, which installs the kubernetes client");
-    let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
-    let ns = KubeEnv::shared().namespace("python").await;
-    let pat = member(&setup, "pyuser", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
+    let Fixture {
+        setup: _setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir: _dir,
+    } = Fixture::start(None, "python", "pyuser").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kubernetes_client.py");
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
@@ -930,13 +952,15 @@ async fn limitrange_watchers() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_watches_do_not_slow_other_requests_and_cancel_at_the_api_server() {
-    let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
+    let Fixture {
+        setup,
+        agent: _agent,
+        ns,
+        pat,
+        kc: _kc,
+        dir: _dir,
+    } = Fixture::start(None, "stall", "walter").await;
     let env = KubeEnv::shared();
-    let ns = env.namespace("stall").await;
-    let pat = member(&setup, "walter", 30, &["k8s_proxy"]).await;
     let http = setup.kas.http();
     let base = format!("{}/-/kubernetes-agent/k8s-proxy", setup.kas.url);
     let auth = format!("pat:{}:{pat}", setup.agent_id);
@@ -1051,15 +1075,17 @@ fn connections_to(pid: u32, port: u16) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_share_an_http2_connection_and_watches_get_their_own() {
-    let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
-    assert!(setup.write_config(&config).await.is_success());
-    let agent = agent_with_cluster_access(&setup).await;
+    let Fixture {
+        setup,
+        agent,
+        ns,
+        pat,
+        kc: _kc,
+        dir: _dir,
+    } = Fixture::start(None, "pool", "pia").await;
     let pid = agent.pid().expect("agentk runs");
     let env = KubeEnv::shared();
     let api_port: u16 = env.server_url().rsplit(':').next().unwrap().parse().unwrap();
-    let ns = env.namespace("pool").await;
-    let pat = member(&setup, "pia", 30, &["k8s_proxy"]).await;
     let http = setup.kas.http();
     let base = format!("{}/-/kubernetes-agent/k8s-proxy", setup.kas.url);
     let auth = format!("pat:{}:{pat}", setup.agent_id);
@@ -1252,17 +1278,16 @@ async fn upgraded_connections_carry_bytes_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_installs_upgrades_and_uninstalls_through_the_proxy() {
-    let setup = Setup::new().await;
-    let config = format!("user_access:\n  projects:\n    - id: {}\n", setup.project_path);
-    assert!(setup.write_config(&config).await.is_success());
-    let _agent = agent_with_cluster_access(&setup).await;
-    let env = KubeEnv::shared();
+    let Fixture {
+        setup: _setup,
+        agent: _agent,
+        ns,
+        pat: _pat,
+        kc,
+        dir,
+    } = Fixture::start(None, "helm", "hal").await;
     let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(env.client().await, &env.namespace("helm").await);
-    let ns = configmaps.namespace().unwrap().to_string();
-    let pat = member(&setup, "hal", 30, &["k8s_proxy"]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(&setup, &pat, dir.path());
+        kube::Api::namespaced(KubeEnv::shared().client().await, &ns);
     let chart = dir.path().join("demo");
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 0.1.0\n").unwrap();
