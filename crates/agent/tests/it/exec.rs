@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use crate::proxy::{Fixture, kubectl, kubectl_path};
+use crate::proxy::{Fixture, as_admin, kubectl, kubectl_path};
 use crate::until;
 
 /// What the kubelet stand-in saw.
@@ -207,7 +207,6 @@ async fn kubectl_exec_runs_as_the_imposed_user_through_the_real_api_server() {
         kc,
         dir: _dir,
     } = Fixture::start(Some("user"), "exec", "xena").await;
-    let env = KubeEnv::shared();
     let kubelet = pod_on_a_stand_in_kubelet(&ns).await;
     // The exec runs as the user kas imposes: refused by the API server until
     // RBAC lets the project's developers exec.
@@ -219,23 +218,18 @@ async fn kubectl_exec_runs_as_the_imposed_user_through_the_real_api_server() {
     );
     assert!(!refused.0, "{refused:?}");
     assert!(refused.2.contains("User \"gitlab:user:xena\""), "{}", refused.2);
-    let admin_kc = env.kubeconfig_path();
     let developers = format!("--group=gitlab:project_role:{}:developer", setup.project_id);
-    for args in [
-        vec![
+    as_admin(
+        &ns,
+        &[
             "create",
             "role",
             "exec",
             "--verb=get,create",
             "--resource=pods,pods/exec",
         ],
-        vec!["create", "rolebinding", "exec", "--role=exec", developers.as_str()],
-    ] {
-        let mut full = vec!["-n", ns.as_str()];
-        full.extend(args);
-        let result = kubectl("kubectl.1.33", &admin_kc, &full, None);
-        assert!(result.0, "{result:?}");
-    }
+    );
+    as_admin(&ns, &["create", "rolebinding", "exec", "--role=exec", &developers]);
     let exec = || {
         kubectl(
             "kubectl.1.33",

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{AGENTK, Setup, call};
 
-pub(crate) fn helm(version: u8) -> PathBuf {
+fn helm(version: u8) -> PathBuf {
     let var = format!("GLAGENT_HELM{version}");
     let path = PathBuf::from(std::env::var(&var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test.sh")));
     assert!(
@@ -29,7 +29,7 @@ pub(crate) fn helm(version: u8) -> PathBuf {
 
 /// Runs a shell script with `helm` (the given version) and the admin
 /// kubeconfig, in `dir`.
-fn sh(dir: &Path, helm_version: u8, script: &str) -> String {
+pub(crate) fn sh(dir: &Path, helm_version: u8, script: &str) -> String {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let link = bin.join("helm");

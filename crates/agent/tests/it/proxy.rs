@@ -111,6 +111,16 @@ pub(crate) fn ok(result: (bool, String, String), what: &str) -> String {
     result.1
 }
 
+/// Runs kubectl in `ns` as the cluster's administrator (RBAC set-up).
+pub(crate) fn as_admin(ns: &str, args: &[&str]) -> String {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    ok(
+        kubectl(KUBECTLS[1], &KubeEnv::shared().kubeconfig_path(), &full, None),
+        &format!("kubectl {args:?} as the administrator"),
+    )
+}
+
 pub(crate) async fn agent_with_cluster_access(setup: &Setup) -> Agentk {
     let mut options = setup.agent_options();
     options.kubeconfig = Some(KubeEnv::shared().kubeconfig_path());
@@ -354,48 +364,32 @@ async fn access_as_user_impersonates_the_gitlab_identity() {
         kc,
         dir: _dir,
     } = Fixture::start(Some("user"), "impersonate", "ursula").await;
-    let env = KubeEnv::shared();
     let bin = KUBECTLS[1];
 
     let (allowed, _, stderr) = kubectl(bin, &kc, &["-n", &ns, "get", "secrets"], None);
     assert!(!allowed, "no RoleBinding yet, so the API server must refuse");
     assert!(stderr.contains("User \"gitlab:user:ursula\""), "{stderr}");
 
-    let admin = env.kubeconfig_path();
     let project_group = format!("gitlab:project_role:{}:developer", setup.project_id);
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "role",
-                "secret-reader",
-                "--verb=get,list",
-                "--resource=secrets",
-            ],
-            None,
-        ),
-        "role",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "role",
+            "secret-reader",
+            "--verb=get,list",
+            "--resource=secrets",
+        ],
     );
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "rolebinding",
-                "devs",
-                "--role=secret-reader",
-                &format!("--group={project_group}"),
-            ],
-            None,
-        ),
-        "rolebinding",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "rolebinding",
+            "devs",
+            "--role=secret-reader",
+            &format!("--group={project_group}"),
+        ],
     );
     let _ = until(
         Duration::from_secs(5),
@@ -405,39 +399,19 @@ async fn access_as_user_impersonates_the_gitlab_identity() {
     .await;
     // Reporters are included in a developer's groups, maintainers are not.
     let reporter_group = format!("gitlab:project_role:{}:reporter", setup.project_id);
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "role",
-                "cm-reader",
-                "--verb=list",
-                "--resource=configmaps",
-            ],
-            None,
-        ),
-        "role",
+    as_admin(
+        &ns,
+        &["create", "role", "cm-reader", "--verb=list", "--resource=configmaps"],
     );
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "rolebinding",
-                "reporters",
-                "--role=cm-reader",
-                &format!("--group={reporter_group}"),
-            ],
-            None,
-        ),
-        "rolebinding",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "rolebinding",
+            "reporters",
+            "--role=cm-reader",
+            &format!("--group={reporter_group}"),
+        ],
     );
     let can = |resource: &'static str, verb: &'static str| {
         let kc = kc.clone();
@@ -680,40 +654,25 @@ async fn ci_jobs_use_their_kubeconfig_with_the_ci_job_identity() {
     let (allowed_now, _, stderr) = kubectl(bin, &kc, &["--context", &context, "get", "configmaps"], None);
     assert!(!allowed_now);
     assert!(stderr.contains("User \"gitlab:ci_job:1001\""), "{stderr}");
-    let admin = env.kubeconfig_path();
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "role",
-                "deployer",
-                "--verb=list,create",
-                "--resource=configmaps",
-            ],
-            None,
-        ),
-        "role",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "role",
+            "deployer",
+            "--verb=list,create",
+            "--resource=configmaps",
+        ],
     );
-    ok(
-        kubectl(
-            bin,
-            &admin,
-            &[
-                "-n",
-                &ns,
-                "create",
-                "rolebinding",
-                "app-jobs",
-                "--role=deployer",
-                &format!("--group=gitlab:project:{}", app["id"]),
-            ],
-            None,
-        ),
-        "rolebinding",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "rolebinding",
+            "app-jobs",
+            "--role=deployer",
+            &format!("--group=gitlab:project:{}", app["id"]),
+        ],
     );
     until(Duration::from_secs(5), "RBAC for the job's project group", async || {
         kubectl(bin, &kc, &["--context", &context, "get", "configmaps"], None).0
@@ -1299,22 +1258,11 @@ async fn helm_installs_upgrades_and_uninstalls_through_the_proxy() {
     .unwrap();
     for version in [3, 4] {
         let release = format!("demo{version}");
+        // helm through the proxy's kubeconfig (the flag wins over the
+        // administrator's KUBECONFIG that `sh` sets).
         let helm = |args: &[&str]| {
-            let output = Command::new(crate::install::helm(version))
-                .args(args)
-                .args(["--kubeconfig", kc.to_str().unwrap(), "-n", &ns])
-                .env("HELM_CACHE_HOME", dir.path().join("helm/cache"))
-                .env("HELM_CONFIG_HOME", dir.path().join("helm/config"))
-                .env("HELM_DATA_HOME", dir.path().join("helm/data"))
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-            assert!(
-                output.status.success(),
-                "helm {version} {args:?}:\n{stdout}\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            stdout
+            let command = format!("helm {} --kubeconfig {} -n {ns}", args.join(" "), kc.display());
+            crate::install::sh(dir.path(), version, &command)
         };
         let chart = chart.to_str().unwrap();
         helm(&["upgrade", "--install", &release, chart, "--wait", "--timeout", "60s"]);

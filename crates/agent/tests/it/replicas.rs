@@ -11,7 +11,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::proxy::{
-    KUBECTLS, echo_kubeconfig, kubeconfig_at, kubectl, member, ok, upgrade_echo_server, upgrade_round_trip, watch_sees,
+    KUBECTLS, as_admin, echo_kubeconfig, kubeconfig_at, kubectl, member, ok, upgrade_echo_server, upgrade_round_trip,
+    watch_sees,
 };
 use crate::{AGENTK, Setup, call, kas_binary, until};
 
@@ -80,22 +81,15 @@ async fn a_replica_without_the_agent_forwards_to_the_replica_holding_it() {
     let (allowed, _, stderr) = kubectl(bin, &kc, &["-n", &ns, "get", "configmaps"], None);
     assert!(!allowed);
     assert!(stderr.contains("User \"gitlab:user:rhea\""), "{stderr}");
-    ok(
-        kubectl(
-            bin,
-            &env.kubeconfig_path(),
-            &[
-                "-n",
-                &ns,
-                "create",
-                "rolebinding",
-                "users",
-                "--clusterrole=edit",
-                "--group=gitlab:user",
-            ],
-            None,
-        ),
-        "rolebinding",
+    as_admin(
+        &ns,
+        &[
+            "create",
+            "rolebinding",
+            "users",
+            "--clusterrole=edit",
+            "--group=gitlab:user",
+        ],
     );
     until(Duration::from_secs(5), "RBAC for gitlab:user", async || {
         kubectl(bin, &kc, &["-n", &ns, "get", "configmaps"], None).0
