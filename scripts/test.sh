@@ -30,6 +30,8 @@ echo "== cargo xtask tidy"
 cargo xtask tidy
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --bins"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 shift_args=()
 if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi

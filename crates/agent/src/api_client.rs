@@ -10,11 +10,14 @@
 //!   the server's concurrent-stream slots (250 by default in Go) for good,
 //!   and a client that stops reading would pin flow-control window on a
 //!   connection everyone uses. On its own connection a stalled watch only
-//!   fills its own TCP buffers.
+//!   fills its own TCP buffers. HTTP upgrades (exec, attach, port-forward)
+//!   go there too: HTTP/2 has no upgrade, and a switched connection leaves
+//!   the pool with its request (the `upgrade` module takes it over).
 
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, Uri};
+use glagent_proto::forwarding::upgrade_protocol;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
@@ -60,8 +63,11 @@ impl ApiClient {
         })
     }
 
+    /// Sends a request through the pool that suits it. For an upgrade
+    /// request (`Connection: Upgrade`), a `101` answer carries the switched
+    /// connection: take it with `hyper::upgrade::on`.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        let service = match pool(request.uri()) {
+        let service = match pool(request.uri(), request.headers()) {
             Pool::Short => self.short.clone(),
             Pool::Streaming => self.streaming.clone(),
         };
@@ -69,8 +75,12 @@ impl ApiClient {
     }
 }
 
-/// Watches (`?watch=true`, `/watch/` paths) and followed logs are streams.
-fn pool(uri: &Uri) -> Pool {
+/// Watches (`?watch=true`, `/watch/` paths), followed logs and upgrades
+/// are streams.
+fn pool(uri: &Uri, headers: &HeaderMap) -> Pool {
+    if upgrade_protocol(headers).is_some() {
+        return Pool::Streaming;
+    }
     // `/api/<version>/watch/...` and `/apis/<group>/<version>/watch/...`.
     let mut segments = uri.path().split('/').skip(1);
     let watch_path = match segments.next() {
@@ -193,7 +203,21 @@ mod tests {
             ("/apis/apps/v1/namespaces/watch/deployments", Pool::Short),
         ];
         for (uri, expected) in cases {
-            assert_eq!(pool(&uri.parse().unwrap()), expected, "{uri}");
+            assert_eq!(pool(&uri.parse().unwrap(), &HeaderMap::new()), expected, "{uri}");
         }
+    }
+
+    #[test]
+    fn upgrades_get_their_own_connections() {
+        let exec = "/api/v1/namespaces/a/pods/p/exec?command=sh".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        assert_eq!(
+            pool(&exec, &headers),
+            Pool::Short,
+            "Upgrade without Connection: Upgrade"
+        );
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        assert_eq!(pool(&exec, &headers), Pool::Streaming);
     }
 }

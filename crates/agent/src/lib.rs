@@ -143,7 +143,6 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         pod_namespace,
         api: api_client::ApiClient::new(&kube_config).context("building the Kubernetes API client")?,
         kube,
-        kube_config,
         log_level,
         connected: Default::default(),
         leader: Default::default(),

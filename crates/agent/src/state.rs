@@ -24,8 +24,6 @@ pub struct AgentState {
     pub kube: kube::Client,
     /// The proxy's client: pooled HTTP/2 for requests, HTTP/1.1 for streams.
     pub api: crate::api_client::ApiClient,
-    /// Where and how to reach the API server, for upgraded connections.
-    pub kube_config: kube::Config,
     pub log_level: LogLevel,
     pub connected: AtomicBool,
     /// Whether this replica holds the agent's Lease.
@@ -56,5 +54,22 @@ impl AgentState {
 
     pub fn applied(&self) -> Option<Applied> {
         self.applied.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A disconnected agent whose API server is the one `config` names.
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: &kube::Config) -> AgentState {
+        AgentState {
+            connection_id: 1,
+            pod_name: "agentk-0".into(),
+            pod_namespace: "gitlab-agent".into(),
+            kube: kube::Client::try_from(config.clone()).expect("a kube client"),
+            api: crate::api_client::ApiClient::new(config).expect("an API client"),
+            log_level: LogLevel::detached(),
+            connected: Default::default(),
+            leader: Default::default(),
+            applied: Default::default(),
+            metrics: Default::default(),
+        }
     }
 }

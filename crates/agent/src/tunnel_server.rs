@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, put};
 use axum::{Json, Router};
-use glagent_core::agent_config::{AgentConfig, LogLevel};
+use glagent_core::agent_config::LogLevel;
 use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH, K8S_PROXY_PATH, KubernetesVersion};
 
 use crate::state::{AgentState, Applied, Metrics};
@@ -23,27 +24,28 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .with_state(state)
 }
 
-async fn configuration(
-    State(state): State<Arc<AgentState>>,
-    Json(update): Json<ConfigurationUpdate>,
-) -> impl IntoResponse {
-    if let Some(error) = update.error {
-        Metrics::inc(&state.metrics.configuration_rejections);
-        tracing::warn!(commit_id = %update.commit_id, %error, "kas reports the agent configuration is invalid; keeping the last good configuration");
-        return (StatusCode::OK, "kept the last good configuration".to_string());
-    }
-    let value = update.config.unwrap_or_default();
-    let config: AgentConfig = match serde_json::from_value(value) {
-        Ok(config) => config,
+/// Applies a configuration update. The body is read here rather than by
+/// axum's `Json`, so that an update this agent cannot read (kas and agentk
+/// of different versions) is counted and logged before it is refused.
+async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> impl IntoResponse {
+    let update: ConfigurationUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
         Err(error) => {
             Metrics::inc(&state.metrics.configuration_rejections);
-            tracing::warn!(commit_id = %update.commit_id, %error, "kas sent a configuration this agent cannot read; keeping the last good configuration (are agentk and kas the same version?)");
+            tracing::warn!(%error, "kas sent a configuration this agent cannot read; keeping the last good configuration (are agentk and kas the same version?)");
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("unreadable configuration: {error}"),
             );
         }
     };
+    if let Some(error) = update.error {
+        Metrics::inc(&state.metrics.configuration_rejections);
+        tracing::warn!(commit_id = %update.commit_id, %error, "kas reports the agent configuration is invalid; keeping the last good configuration");
+        return (StatusCode::OK, "kept the last good configuration".to_string());
+    }
+    // No file at all is an empty configuration.
+    let config = update.config.unwrap_or_default();
     let level = config
         .observability
         .as_ref()
@@ -97,4 +99,67 @@ async fn info(State(state): State<Arc<AgentState>>) -> Json<AgentInfo> {
         pod_name: state.pod_name.clone(),
         kubernetes_version,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use glagent_core::agent_config::parse_config;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn put_configuration(router: &Router, body: impl Into<Body>) -> (StatusCode, String) {
+        let request = http::Request::put(CONFIGURATION_PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn configurations_are_applied_and_unreadable_ones_counted_and_refused() {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let state = Arc::new(AgentState::for_tests(&config));
+        let router = router(state.clone());
+
+        let (status, body) = put_configuration(&router, r#"{"agent_id": "seven"}"#).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body.starts_with("unreadable configuration: "), "{body}");
+        assert_eq!(state.metrics.configuration_rejections.load(Ordering::Relaxed), 1);
+        assert!(state.applied().is_none());
+
+        let update = ConfigurationUpdate {
+            agent_id: 7,
+            commit_id: "abc123".into(),
+            config: Some(parse_config("config.yaml", b"observability:\n  logging:\n    level: debug\n").unwrap()),
+            ..Default::default()
+        };
+        let (status, body) = put_configuration(&router, serde_json::to_vec(&update).unwrap()).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "applied"));
+        let applied = state.applied().expect("applied");
+        assert_eq!((applied.agent_id, applied.commit_id.as_str()), (7, "abc123"));
+        assert_eq!(applied.log_level, "debug");
+        assert_eq!(state.metrics.configuration_updates.load(Ordering::Relaxed), 1);
+
+        let broken = ConfigurationUpdate {
+            agent_id: 7,
+            commit_id: "def456".into(),
+            error: Some("config.yaml: bad indentation".into()),
+            ..Default::default()
+        };
+        let (status, body) = put_configuration(&router, serde_json::to_vec(&broken).unwrap()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "kept the last good configuration")
+        );
+        assert_eq!(state.applied().unwrap().commit_id, "abc123");
+        assert_eq!(state.metrics.configuration_rejections.load(Ordering::Relaxed), 2);
+    }
 }

@@ -124,12 +124,17 @@ pub async fn run(cli: Cli) -> Result<()> {
     if let Command::KptFn(KptFnCommand::RenderAgent) = &cli.command {
         return crate::kpt_fn::render_agent();
     }
+    let connection = &cli.connection;
     if let Command::Ci(CiCommand::Kubeconfig { job_token }) = &cli.command {
-        let client = Client::anonymous(&cli.connection)?;
+        let client = Client::anonymous(&connection.host, connection.ca_cert.as_deref())?;
         print!("{}", client.job_kubeconfig(job_token).await?);
         return Ok(());
     }
-    let client = Client::new(&cli.connection)?;
+    let client = Client::new(
+        &connection.host,
+        connection.token.as_deref(),
+        connection.ca_cert.as_deref(),
+    )?;
     match cli.command {
         Command::Ci(_) | Command::KptFn(_) => unreachable!("handled above"),
         Command::Cluster(ClusterCommand::Agent(AgentCommand::List { repo })) => {

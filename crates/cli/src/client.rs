@@ -1,9 +1,9 @@
 //! A small client for kas's REST API.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-
-use crate::cli::Connection;
 
 pub struct Client {
     http: reqwest::Client,
@@ -12,22 +12,23 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(connection: &Connection) -> Result<Client> {
-        let token = connection
-            .token
-            .clone()
+    /// A client authenticated with a personal access token. `host` is a kas
+    /// URL or host[:port] (then HTTPS); `ca_cert` is an extra CA
+    /// certificate (PEM) to trust.
+    pub fn new(host: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<Client> {
+        let token = token
             .filter(|t| !t.is_empty())
             .context("no token: set GITLAB_TOKEN to a personal access token (or pass --token)")?;
-        Client::with_token(connection, token)
+        Client::with_token(host, token.to_string(), ca_cert)
     }
 
     /// A client for calls authenticated otherwise (a job token).
-    pub fn anonymous(connection: &Connection) -> Result<Client> {
-        Client::with_token(connection, String::new())
+    pub fn anonymous(host: &str, ca_cert: Option<&Path>) -> Result<Client> {
+        Client::with_token(host, String::new(), ca_cert)
     }
 
-    fn with_token(connection: &Connection, token: String) -> Result<Client> {
-        let host = connection.host.trim_end_matches('/');
+    fn with_token(host: &str, token: String, ca_cert: Option<&Path>) -> Result<Client> {
+        let host = host.trim_end_matches('/');
         let base = if host.contains("://") {
             host.to_string()
         } else {
@@ -35,7 +36,7 @@ impl Client {
         };
         url::Url::parse(&base).with_context(|| format!("GITLAB_HOST {host:?} is not a URL"))?;
         let mut builder = reqwest::Client::builder().user_agent(format!("glagent/{}", glagent_core::VERSION));
-        if let Some(path) = &connection.ca_cert {
+        if let Some(path) = ca_cert {
             let pem = std::fs::read(path).with_context(|| format!("reading the CA certificate {}", path.display()))?;
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
@@ -135,5 +136,42 @@ impl Client {
                 None => return Ok(items),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_token_is_refused_with_the_flag_to_set() {
+        for token in [None, Some("")] {
+            let error = Client::new("kas.example.com", token, None).err().expect("no client");
+            assert_eq!(
+                error.to_string(),
+                "no token: set GITLAB_TOKEN to a personal access token (or pass --token)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_host_means_https() -> Result<()> {
+        assert_eq!(
+            Client::new("kas.example.com:8443/", Some("pat"), None)?.host(),
+            "https://kas.example.com:8443"
+        );
+        assert_eq!(
+            Client::anonymous("http://127.0.0.1:8080", None)?.host(),
+            "http://127.0.0.1:8080"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_unreadable_ca_certificate_is_named() {
+        let error = Client::anonymous("kas.example.com", Some(Path::new("/nonexistent/ca.crt")))
+            .err()
+            .expect("no client");
+        assert_eq!(error.to_string(), "reading the CA certificate /nonexistent/ca.crt");
     }
 }

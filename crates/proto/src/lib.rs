@@ -4,9 +4,12 @@
 //! [`WS_SUBPROTOCOL`]. Binary WebSocket messages then carry one HTTP/2
 //! connection in which **kas is the client and agentk the server**, so that
 //! kas can open any number of streams to the agent: configuration updates,
-//! metadata queries and, later, proxied Kubernetes API requests. This crate
+//! metadata queries and proxied Kubernetes API requests. This crate
 //! holds the names and message bodies both sides agree on; it does no I/O.
 
+pub mod forwarding;
+
+use glagent_core::agent_config::AgentConfig;
 use serde::{Deserialize, Serialize};
 
 /// The WebSocket subprotocol of the tunnel.
@@ -43,7 +46,7 @@ pub struct KubernetesVersion {
 }
 
 /// A configuration update from kas. Either `config` (a valid file, already
-/// checked by kas) or `error` (the file at `commit_id` is broken and the
+/// checked by kas, without `user_access`, which only kas uses) or `error` (the file at `commit_id` is broken and the
 /// agent must keep its last good configuration).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigurationUpdate {
@@ -53,7 +56,7 @@ pub struct ConfigurationUpdate {
     pub commit_id: String,
     pub gitlab_external_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Value>,
+    pub config: Option<AgentConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -64,17 +67,7 @@ pub const K8S_PROXY_PATH: &str = "/k8s-proxy";
 /// as JSON, when kas imposes an identity.
 pub const IMPERSONATION_HEADER: &str = "x-glagent-impersonation";
 
-/// An identity to impersonate at the Kubernetes API.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Impersonation {
-    pub username: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub extra: std::collections::BTreeMap<String, Vec<String>>,
-}
+pub use glagent_core::identity::Impersonation;
 
 /// Header on a proxied request that asks agentk for an HTTP upgrade (its
 /// value is the `Upgrade` protocol, e.g. `SPDY/3.1` or `websocket`). The

@@ -7,8 +7,17 @@ use std::sync::OnceLock;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
-use crate::state::AppState;
+use glagent_services::urls::Urls;
+
+/// The chart repository's routes.
+pub fn router(urls: Urls) -> axum::Router {
+    axum::Router::new()
+        .route("/-/charts/index.yaml", get(index))
+        .route("/-/charts/{file}", get(file))
+        .with_state(urls)
+}
 
 include!(concat!(env!("OUT_DIR"), "/chart_files.rs"));
 
@@ -56,20 +65,20 @@ fn package_name() -> String {
     format!("gitlab-agent-{}.tgz", chart_version())
 }
 
-pub async fn index(State(state): State<AppState>) -> Response {
+async fn index(State(urls): State<Urls>) -> Response {
     let digest = glagent_core::secret::digest_bytes(package());
     let app_version = field("appVersion").unwrap_or_default();
     let description = field("description").unwrap_or_default();
     let index = format!(
-        "apiVersion: v1\nentries:\n  gitlab-agent:\n  - apiVersion: v2\n    name: gitlab-agent\n    version: {version}\n    appVersion: \"{app_version}\"\n    description: \"{description}\"\n    type: application\n    digest: {digest}\n    created: \"2026-01-01T00:00:00Z\"\n    urls:\n    - {base}/-/charts/{file}\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+        "apiVersion: v1\nentries:\n  gitlab-agent:\n  - apiVersion: v2\n    name: gitlab-agent\n    version: {version}\n    appVersion: \"{app_version}\"\n    description: \"{description}\"\n    type: application\n    digest: {digest}\n    created: \"2026-01-01T00:00:00Z\"\n    urls:\n    - {charts}/{file}\ngenerated: \"2026-01-01T00:00:00Z\"\n",
         version = chart_version(),
-        base = state.base_url(),
+        charts = urls.charts(),
         file = package_name(),
     );
     ([(header::CONTENT_TYPE, "application/yaml")], index).into_response()
 }
 
-pub async fn file(Path(name): Path<String>) -> Response {
+async fn file(Path(name): Path<String>) -> Response {
     if name == package_name() {
         ([(header::CONTENT_TYPE, "application/gzip")], package()).into_response()
     } else {

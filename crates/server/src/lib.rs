@@ -1,21 +1,16 @@
-//! kas, the glagent agent server.
-//!
-//! One HTTP face (see [`router`]): the GitLab-compatible REST API under
-//! `/api/v4`, Git over smart HTTP, health endpoints, and (later) the agent
-//! endpoint and the Kubernetes API proxy under `/-/kubernetes-agent/`.
+//! kas, the glagent agent server: this crate wires kas's rooms together
+//! and runs them. The rooms are crates of their own, with one-way
+//! dependencies: `glagent-services` (what every face shares),
+//! `glagent-connections` (agents dialing in, replica routes),
+//! `glagent-k8s-proxy` (the Kubernetes API proxy) and `glagent-api` (REST
+//! and Git over HTTP). Here: flags ([`args`]), TLS ([`tls`]), the first
+//! start ([`bootstrap`]), the chart repository ([`charts`]), the one HTTP
+//! face ([`router`]), the accept loop and graceful shutdown, and the
+//! `kas admin` commands.
 
-pub mod agent_configs;
-pub mod agents;
-pub mod api;
 pub mod args;
 pub mod bootstrap;
 pub mod charts;
-pub mod ci;
-pub mod git;
-pub mod git_http;
-pub mod install;
-pub mod k8s_proxy;
-pub mod state;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -25,11 +20,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
+use glagent_connections::{Connections, Routing};
 use glagent_core::secret;
+use glagent_git::Repos;
+use glagent_k8s_proxy::Proxy;
+use glagent_services::Services;
+use glagent_services::urls::Urls;
 use glagent_store::{NewPersonalAccessToken, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -40,8 +40,6 @@ use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{AdminCommand, Cli, Command, ServeArgs, StorageArgs};
-use crate::git::Repos;
-use crate::state::AppState;
 
 /// Logs to stderr; the level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -52,27 +50,32 @@ pub fn init_tracing() {
         .init();
 }
 
-/// The whole HTTP face of kas.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP face of kas: the REST API and Git, the agent endpoint,
+/// the Kubernetes API proxy, the chart repository and health endpoints.
+pub fn router(services: Services, connections: Connections, proxy: Proxy) -> Router {
     Router::new()
-        .nest("/api/v4", api::router())
         .route(
             "/-/liveness",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/-/readiness", get(readiness))
-        .route("/-/charts/index.yaml", get(charts::index))
-        .route("/-/charts/{file}", get(charts::file))
-        .route(glagent_proto::AGENT_PATH, get(agents::agent_endpoint))
-        .route("/-/kubernetes-agent", get(agents::agent_endpoint))
-        .route("/-/kubernetes-agent/k8s-proxy", any(k8s_proxy::handle))
-        .route("/-/kubernetes-agent/k8s-proxy/{*rest}", any(k8s_proxy::handle))
-        .fallback(fallback)
-        .with_state(state)
+        .route("/-/readiness", get(readiness).with_state(services.store.clone()))
+        .merge(charts::router(services.urls.clone()))
+        .merge(glagent_connections::router(services.clone(), connections.clone()))
+        .merge(glagent_k8s_proxy::router(proxy))
+        .merge(glagent_api::router(services, connections))
 }
 
-async fn readiness(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+/// The private API other replicas call: proxied requests they forward, and
+/// this replica's connections of an agent.
+fn private_router(registry: Connections, routing: Arc<Routing>, proxy: Proxy) -> Router {
+    glagent_k8s_proxy::private_router(proxy).merge(glagent_connections::routing::private_router(
+        registry.registry.clone(),
+        routing,
+    ))
+}
+
+async fn readiness(State(store): State<Store>) -> Response {
+    match store.ping().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(error) => {
             tracing::warn!(%error, "not ready: database unreachable");
@@ -83,17 +86,6 @@ async fn readiness(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
-}
-
-async fn fallback(state: State<AppState>, request: Request) -> Response {
-    if git_http::is_git_request(request.uri().path()) {
-        return git_http::handle(state, request).await;
-    }
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"message": "404 Not Found"})),
-    )
-        .into_response()
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -194,22 +186,22 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    let (routing, private_listener) = match (&args.private_listen, &args.private_api_secret_file) {
+    let (routing, private) = match (&args.private_listen, &args.private_api_secret_file) {
         (Some(address), Some(secret)) => {
-            let routing = agents::routing::Routing::new(
-                secret,
-                *address,
-                args.private_url.as_ref(),
-                &storage.data_dir.join("tls"),
-            )?;
+            let url = glagent_connections::routing::private_url(*address, args.private_url.as_ref())?;
+            let tls_dir = storage.data_dir.join("tls");
+            let acceptor = private_acceptor(&url, &tls_dir)?;
+            let routing = Routing::new(secret, &url, &tls::ca_certificate(&tls_dir)?)?;
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("listening on {address} for the private API"))?;
-            (Some(routing), Some(listener))
+            (Some(routing), Some((listener, acceptor)))
         }
         _ => (None, None),
     };
-    let state = AppState::new(store.clone(), repos, external_url.clone(), ca_pem, routing);
+    let services = Services::new(store.clone(), repos, Urls::new(external_url.clone(), ca_pem));
+    let connections = Connections::new(&services, routing);
+    let proxy = Proxy::new(services.clone(), connections.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -218,31 +210,58 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
             shutdown.cancel();
         }
     });
-    let private = private_listener.map(|listener| {
-        let routing = state.routing.as_ref().expect("set with the listener");
-        tracing::info!(
-            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            private_url = %routing.private_url,
-            replica_id = %routing.replica_id,
-            "private API for other replicas is serving"
-        );
-        tokio::spawn(agents::routing::refresh_forever(state.clone()));
-        tokio::spawn(accept_loop(
-            listener,
-            routing.acceptor.clone(),
-            agents::routing::router(state.clone()),
-            shutdown.clone().cancelled_owned(),
-        ))
-    });
+    let private = match (private, &connections.routing) {
+        (Some((listener, acceptor)), Some(routing)) => {
+            tracing::info!(
+                listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                private_url = %routing.private_url,
+                replica_id = %routing.replica_id,
+                "private API for other replicas is serving"
+            );
+            tokio::spawn({
+                let (routing, store, registry) = (routing.clone(), store.clone(), connections.registry.clone());
+                async move { routing.refresh_forever(&store, &registry).await }
+            });
+            Some(tokio::spawn(accept_loop(
+                listener,
+                acceptor,
+                private_router(connections.clone(), routing.clone(), proxy.clone()),
+                shutdown.clone().cancelled_owned(),
+            )))
+        }
+        _ => None,
+    };
     tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
-    accept_loop(listener, tls, router(state.clone()), shutdown.clone().cancelled_owned()).await;
+    accept_loop(
+        listener,
+        tls,
+        router(services, connections.clone(), proxy),
+        shutdown.clone().cancelled_owned(),
+    )
+    .await;
     if let Some(private) = private {
         let _ = private.await;
     }
-    agents::routing::withdraw_all(&state).await;
+    if let Some(routing) = &connections.routing {
+        routing.withdraw_all(&store).await;
+    }
     store.close().await;
     tracing::info!("kas stopped");
     Ok(())
+}
+
+/// TLS for the private API when its URL is https://: a certificate for
+/// its host from the CA the replicas share in their data directory.
+fn private_acceptor(url: &url::Url, tls_dir: &Path) -> Result<Option<TlsAcceptor>> {
+    if url.scheme() != "https" {
+        return Ok(None);
+    }
+    let host = url.host_str().unwrap_or("localhost").trim_matches(['[', ']']);
+    let (cert, key) = tls::private_certificate(tls_dir, host)?;
+    Ok(Some(TlsAcceptor::from(tls::server_config(
+        cert.as_bytes(),
+        key.as_bytes(),
+    )?)))
 }
 
 async fn shutdown_signal() {
@@ -320,7 +339,9 @@ async fn admin(storage: StorageArgs, command: AdminCommand) -> Result<()> {
         } => {
             glagent_core::names::validate_path(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
             let name = name.unwrap_or_else(|| username.clone());
-            let user = bootstrap::create_user(&store, &username, &name, email.as_deref().unwrap_or(""), admin).await?;
+            let user =
+                glagent_services::users::create_user(&store, &username, &name, email.as_deref().unwrap_or(""), admin)
+                    .await?;
             println!("{}", serde_json::to_string(&user)?);
         }
         AdminCommand::CreateToken {
@@ -333,7 +354,7 @@ async fn admin(storage: StorageArgs, command: AdminCommand) -> Result<()> {
                 .user_by_username(&username)
                 .await
                 .with_context(|| format!("no user named {username:?}"))?;
-            api::users_validate(&scopes, expires_at.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            glagent_api::users_validate(&scopes, expires_at.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let token = secret::new_personal_access_token();
             store
                 .create_personal_access_token(&NewPersonalAccessToken {

@@ -12,6 +12,7 @@ mod models;
 
 use std::str::FromStr;
 
+use glagent_core::access::AccessLevel;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use thiserror::Error;
@@ -443,7 +444,7 @@ impl Store {
     // ---- members ----
 
     /// Adds a member, or changes the role of an existing one.
-    pub async fn upsert_member(&self, source: MemberSource, user_id: i64, access_level: i64) -> Result<Member> {
+    pub async fn upsert_member(&self, source: MemberSource, user_id: i64, access_level: AccessLevel) -> Result<Member> {
         let (kind, id) = source.key();
         Ok(sqlx::query_as::<_, Member>(
             "INSERT INTO members (source_kind, source_id, user_id, access_level, created_at) \
@@ -454,7 +455,7 @@ impl Store {
         .bind(kind)
         .bind(id)
         .bind(user_id)
-        .bind(access_level)
+        .bind(access_level as i64)
         .bind(now())
         .fetch_one(&self.pool)
         .await?)

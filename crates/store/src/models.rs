@@ -1,20 +1,56 @@
-//! Rows as stored. Times are RFC 3339 strings in UTC.
+//! What the store hands out: domain types, decoded from their rows at the
+//! store's edge (flags as `bool`, roles as [`AccessLevel`], scopes as a
+//! list, kinds and statuses as enums), so nothing above the store sees a
+//! column type. Times are RFC 3339 strings in UTC.
 
+use glagent_core::access::AccessLevel;
 use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
-#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+/// A column whose value is not one the store writes.
+#[derive(Debug, thiserror::Error)]
+#[error("column {column} holds {value:?}, which this kas cannot read")]
+struct BadColumn {
+    column: &'static str,
+    value: String,
+}
+
+fn bad(column: &'static str, value: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(BadColumn {
+        column,
+        value: value.to_string(),
+    }))
+}
+
+fn flag(row: &AnyRow, column: &'static str) -> sqlx::Result<bool> {
+    match row.try_get::<i64, _>(column)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(bad(column, other)),
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
 pub struct User {
     pub id: i64,
     pub username: String,
     pub name: String,
     pub email: String,
-    pub is_admin: i64,
+    pub is_admin: bool,
     pub created_at: String,
 }
 
-impl User {
-    pub fn admin(&self) -> bool {
-        self.is_admin != 0
+impl sqlx::FromRow<'_, AnyRow> for User {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(User {
+            id: row.try_get("id")?,
+            username: row.try_get("username")?,
+            name: row.try_get("name")?,
+            email: row.try_get("email")?,
+            is_admin: flag(row, "is_admin")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 
@@ -26,30 +62,44 @@ pub struct NewUser {
     pub is_admin: bool,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct PersonalAccessToken {
     pub id: i64,
     pub user_id: i64,
     pub name: String,
-    pub scopes: String,
+    pub scopes: Vec<String>,
     pub token_digest: String,
+    /// A day, `YYYY-MM-DD`: the token works until the end of it.
     pub expires_at: Option<String>,
-    pub revoked: i64,
+    pub revoked: bool,
     pub created_at: String,
     pub last_used_at: Option<String>,
 }
 
 impl PersonalAccessToken {
-    pub fn scope_list(&self) -> Vec<String> {
-        self.scopes
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
-    }
-
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.split(',').any(|s| s == scope)
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+impl sqlx::FromRow<'_, AnyRow> for PersonalAccessToken {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let scopes: String = row.try_get("scopes")?;
+        Ok(PersonalAccessToken {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            scopes: scopes
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            token_digest: row.try_get("token_digest")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked: flag(row, "revoked")?,
+            created_at: row.try_get("created_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+        })
     }
 }
 
@@ -62,7 +112,8 @@ pub struct NewPersonalAccessToken {
     pub expires_at: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NamespaceKind {
     User,
     Group,
@@ -77,10 +128,10 @@ impl NamespaceKind {
     }
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct Namespace {
     pub id: i64,
-    pub kind: String,
+    pub kind: NamespaceKind,
     pub name: String,
     pub path: String,
     pub full_path: String,
@@ -92,7 +143,28 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn is_group(&self) -> bool {
-        self.kind == NamespaceKind::Group.as_str()
+        self.kind == NamespaceKind::Group
+    }
+}
+
+impl sqlx::FromRow<'_, AnyRow> for Namespace {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let kind: String = row.try_get("kind")?;
+        Ok(Namespace {
+            id: row.try_get("id")?,
+            kind: match kind.as_str() {
+                "user" => NamespaceKind::User,
+                "group" => NamespaceKind::Group,
+                _ => return Err(bad("namespaces.kind", kind)),
+            },
+            name: row.try_get("name")?,
+            path: row.try_get("path")?,
+            full_path: row.try_get("full_path")?,
+            parent_id: row.try_get("parent_id")?,
+            owner_id: row.try_get("owner_id")?,
+            description: row.try_get("description")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 
@@ -147,13 +219,22 @@ impl MemberSource {
     }
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct Member {
-    pub source_kind: String,
-    pub source_id: i64,
     pub user_id: i64,
-    pub access_level: i64,
+    pub access_level: AccessLevel,
     pub created_at: String,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for Member {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let level: i64 = row.try_get("access_level")?;
+        Ok(Member {
+            user_id: row.try_get("user_id")?,
+            access_level: AccessLevel::try_from(level).map_err(|_| bad("members.access_level", level))?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -165,23 +246,46 @@ pub struct Agent {
     pub created_at: String,
 }
 
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct AgentToken {
     pub id: i64,
     pub agent_id: i64,
     pub name: String,
     pub description: Option<String>,
     pub token_digest: String,
-    pub status: i64,
+    pub status: AgentTokenStatus,
     pub created_by_user_id: Option<i64>,
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
 }
 
-impl AgentToken {
-    pub fn status_name(&self) -> &'static str {
-        if self.status == 0 { "active" } else { "revoked" }
+/// GitLab's agent token statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentTokenStatus {
+    Active,
+    Revoked,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for AgentToken {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(AgentToken {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            token_digest: row.try_get("token_digest")?,
+            status: match row.try_get::<i64, _>("status")? {
+                0 => AgentTokenStatus::Active,
+                1 => AgentTokenStatus::Revoked,
+                other => return Err(bad("cluster_agent_tokens.status", other)),
+            },
+            created_by_user_id: row.try_get("created_by_user_id")?,
+            created_at: row.try_get("created_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        })
     }
 }
 
@@ -215,26 +319,45 @@ pub struct NewPushEvent {
 }
 
 /// A CI job and its token.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct CiJob {
     pub job_id: i64,
     pub project_id: i64,
     pub pipeline_id: i64,
     pub user_id: i64,
     pub ref_name: String,
-    pub ref_protected: i64,
+    pub ref_protected: bool,
     pub environment_slug: Option<String>,
     pub environment_tier: Option<String>,
     pub token_digest: String,
     pub expires_at: String,
-    pub finished: i64,
+    pub finished: bool,
     pub created_at: String,
 }
 
 impl CiJob {
     /// A job token works while the job runs and before it expires.
     pub fn is_active(&self) -> bool {
-        self.finished == 0 && !crate::is_past(&self.expires_at)
+        !self.finished && !crate::is_past(&self.expires_at)
+    }
+}
+
+impl sqlx::FromRow<'_, AnyRow> for CiJob {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(CiJob {
+            job_id: row.try_get("job_id")?,
+            project_id: row.try_get("project_id")?,
+            pipeline_id: row.try_get("pipeline_id")?,
+            user_id: row.try_get("user_id")?,
+            ref_name: row.try_get("ref_name")?,
+            ref_protected: flag(row, "ref_protected")?,
+            environment_slug: row.try_get("environment_slug")?,
+            environment_tier: row.try_get("environment_tier")?,
+            token_digest: row.try_get("token_digest")?,
+            expires_at: row.try_get("expires_at")?,
+            finished: flag(row, "finished")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 

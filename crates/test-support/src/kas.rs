@@ -31,8 +31,9 @@ pub struct Kas {
 }
 
 impl Kas {
-    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_kas")`) and waits
-    /// until it is ready.
+    /// Starts `binary` (the test's `env!("CARGO_BIN_EXE_kas")`, or
+    /// [`crate::binary`]`("kas")` outside the kas package) and waits until it
+    /// is ready.
     pub async fn start(binary: &Path, options: KasOptions) -> Kas {
         let (tempdir, data_dir) = match &options.data_dir {
             Some(dir) => (None, dir.clone()),

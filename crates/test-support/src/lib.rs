@@ -8,6 +8,8 @@
 //! - [`connect_proxy`]: an HTTP CONNECT proxy the test controls.
 //! - [`postgres`]: a fresh database on the PostgreSQL server that
 //!   `scripts/test.sh` starts.
+//! - [`binary`]: a workspace binary (`kas`, `agentk`, `glagent`) from the
+//!   target directory of the running test.
 //!
 //! Every child process is started with a parent-death signal, so nothing
 //! outlives the test binary, whether it exits, panics or is killed.
@@ -20,7 +22,35 @@ pub mod postgres;
 pub mod process;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The workspace binary `name` (`kas`, `agentk`, `glagent`) built into the
+/// same target directory as the running test binary.
+///
+/// `env!("CARGO_BIN_EXE_<name>")` only names the binaries of the test's own
+/// package; a system test starts the binaries of several. A test binary is
+/// `<target>/<profile>/deps/<test>-<hash>`, and cargo puts the binaries in
+/// `<target>/<profile>`. Panics, saying how to build it, if it is missing.
+pub fn binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the path of the running test binary");
+    let path = binary_dir(&test).join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --bins`",
+        path.display()
+    );
+    path
+}
+
+/// `<target>/<profile>` for a test binary in `<target>/<profile>/deps`.
+fn binary_dir(test: &Path) -> PathBuf {
+    let dir = test.parent().expect("the test binary is in a directory");
+    match dir.file_name() {
+        Some(deps) if deps == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
+}
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -54,4 +84,30 @@ pub fn unique(prefix: &str) -> String {
     use rand::RngExt;
     let n: u32 = rand::rng().random();
     format!("{prefix}-{n:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_found_next_to_the_deps_directory() {
+        assert_eq!(
+            binary_dir(Path::new("/t/target/debug/deps/it-0123abcd")),
+            Path::new("/t/target/debug")
+        );
+        assert_eq!(
+            binary_dir(Path::new(
+                "/t/target/x86_64-unknown-linux-musl/release/deps/it-0123abcd"
+            )),
+            Path::new("/t/target/x86_64-unknown-linux-musl/release")
+        );
+        assert_eq!(binary_dir(Path::new("/opt/glagent/it")), Path::new("/opt/glagent"));
+    }
+
+    #[test]
+    #[should_panic(expected = "is missing: build the binaries first with `cargo build --bins`")]
+    fn a_missing_binary_says_how_to_build_it() {
+        binary("no-such-glagent-binary");
+    }
 }

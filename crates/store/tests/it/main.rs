@@ -1,5 +1,6 @@
 //! The store suite, run once against SQLite and once against PostgreSQL.
 
+use glagent_core::access::AccessLevel;
 use glagent_core::secret;
 use glagent_store::*;
 
@@ -140,16 +141,16 @@ async fn namespaces_projects_members(store: Store) {
     let p = project(&store, &sub, "app", alice.id).await;
     assert_eq!(store.project_by_full_path("top/sub/app").await.unwrap().id, p.id);
     store
-        .upsert_member(MemberSource::Namespace(top.id), alice.id, 30)
+        .upsert_member(MemberSource::Namespace(top.id), alice.id, AccessLevel::Developer)
         .await
         .unwrap();
     store
-        .upsert_member(MemberSource::Namespace(top.id), alice.id, 40)
+        .upsert_member(MemberSource::Namespace(top.id), alice.id, AccessLevel::Maintainer)
         .await
         .unwrap();
     let members = store.members(MemberSource::Namespace(top.id)).await.unwrap();
     assert_eq!(members.len(), 1);
-    assert_eq!(members[0].access_level, 40);
+    assert_eq!(members[0].access_level, AccessLevel::Maintainer);
     assert!(
         store
             .member(MemberSource::Project(p.id), alice.id)
@@ -245,7 +246,7 @@ async fn deleting_a_group_deletes_everything_below(store: Store) {
     let sub = group(&store, "sub", Some(&top)).await;
     let p = project(&store, &sub, "app", alice.id).await;
     store
-        .upsert_member(MemberSource::Project(p.id), alice.id, 30)
+        .upsert_member(MemberSource::Project(p.id), alice.id, AccessLevel::Developer)
         .await
         .unwrap();
     let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();

@@ -1,0 +1,75 @@
+//! The one error type of the HTTP API, rendered as GitLab does:
+//! a status code and `{"message": ...}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use glagent_store::StoreError;
+
+use glagent_git::GitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("400 Bad request - {0}")]
+    BadRequest(String),
+    #[error("401 Unauthorized")]
+    Unauthorized,
+    #[error("403 Forbidden")]
+    Forbidden,
+    #[error("403 Forbidden - {0}")]
+    ForbiddenBecause(String),
+    #[error("404 {0} Not Found")]
+    NotFound(&'static str),
+    #[error("409 Conflict - {0}")]
+    Conflict(String),
+    #[error("500 Internal Server Error")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let body = serde_json::json!({ "message": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::NotFound("Resource"),
+            StoreError::Conflict(message) => ApiError::Conflict(message),
+            StoreError::Limit(message) => ApiError::BadRequest(message),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<GitError> for ApiError {
+    fn from(error: GitError) -> Self {
+        match error {
+            GitError::FileExists | GitError::FileMissing | GitError::NoBranch(_) => {
+                ApiError::BadRequest(error.to_string())
+            }
+            GitError::Race => ApiError::Conflict(error.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

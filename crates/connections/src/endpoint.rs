@@ -1,0 +1,125 @@
+//! `GET /-/kubernetes-agent/`: the WebSocket upgrade an agent makes, with
+//! its agent token as `Authorization: Bearer`.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use glagent_core::secret;
+use glagent_proto::{CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_services::Services;
+use glagent_store::StoreError;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::{Connections, session};
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+pub async fn agent_endpoint(
+    State((services, connections)): State<(Services, Connections)>,
+    mut request: Request,
+) -> Response {
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned().filter(|_| is_upgrade) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "400 Bad request - this is the agent endpoint: agentk connects here with a WebSocket upgrade",
+        );
+    };
+    let offers_protocol = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == WS_SUBPROTOCOL);
+    if !offers_protocol {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "400 Bad request - the agent must offer the WebSocket subprotocol {WS_SUBPROTOCOL}: is agentk the same version as kas?"
+            ),
+        );
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    let Some(token) = token else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "401 Unauthorized - no agent token: send Authorization: Bearer <agent token>",
+        );
+    };
+    let (token, agent) = match services.store.agent_by_token_digest(&secret::digest(&token)).await {
+        Ok(found) => found,
+        Err(StoreError::NotFound) => {
+            tracing::info!("agent connection refused: unknown or revoked token");
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "401 Unauthorized - the agent token is unknown or revoked",
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "agent authentication failed");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable - try again");
+        }
+    };
+    let project = match services.store.project(agent.project_id).await {
+        Ok(project) => project,
+        Err(_) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "401 Unauthorized - the agent's project is gone",
+            );
+        }
+    };
+    let connection_id = headers
+        .get(CONNECTION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand_id);
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::warn!(agent_id = agent.id, %error, "agent WebSocket upgrade failed");
+                return;
+            }
+        };
+        let config = glagent_tunnel::tunnel_config();
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        session::run(services, connections, agent, project, token, connection_id, ws).await;
+    });
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_SUBPROTOCOL));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+fn rand_id() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+}

@@ -1,0 +1,221 @@
+//! The live agent connections of this kas process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use glagent_proto::AgentInfo;
+use glagent_services::events::AccessChange;
+use hyper::client::conn::http2::SendRequest;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// One agentk connection. kas is the HTTP/2 client on it.
+pub struct AgentConnection {
+    /// Unique in this kas process.
+    pub key: u64,
+    pub agent_id: i64,
+    pub project_id: i64,
+    pub token_id: i64,
+    /// The id the agent process chose (random per process).
+    pub connection_id: u64,
+    pub connected_at: String,
+    pub info: Mutex<Option<AgentInfo>>,
+    pub sender: SendRequest<Body>,
+    /// Cancelled to close the connection (token revoked, agent deleted).
+    pub close: CancellationToken,
+}
+
+impl AgentConnection {
+    pub fn info(&self) -> Option<AgentInfo> {
+        self.info.lock().clone()
+    }
+
+    pub fn summary(&self) -> ConnectionSummary {
+        ConnectionSummary {
+            connection_id: self.connection_id,
+            agent_id: self.agent_id,
+            connected_at: self.connected_at.clone(),
+            metadata: self.info(),
+        }
+    }
+}
+
+/// What the connections API shows of one connection, on any replica.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ConnectionSummary {
+    pub connection_id: u64,
+    pub agent_id: i64,
+    pub connected_at: String,
+    pub metadata: Option<AgentInfo>,
+}
+
+#[derive(Default)]
+pub struct AgentRegistry {
+    connections: Mutex<HashMap<u64, Arc<AgentConnection>>>,
+    next_key: AtomicU64,
+    round_robin: AtomicU64,
+}
+
+impl AgentRegistry {
+    pub fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Arc<AgentConnection>>> {
+        self.connections.lock()
+    }
+
+    pub fn insert(&self, connection: Arc<AgentConnection>) {
+        self.lock().insert(connection.key, connection);
+    }
+
+    pub fn remove(&self, key: u64) {
+        self.lock().remove(&key);
+    }
+
+    /// Whether this replica holds a connection of the agent.
+    pub fn holds(&self, agent_id: i64) -> bool {
+        self.lock()
+            .values()
+            .any(|c| c.agent_id == agent_id && !c.sender.is_closed())
+    }
+
+    /// The agents with a connection here, sorted.
+    pub fn agent_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().values().map(|c| c.agent_id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The agent's connections, oldest first.
+    pub fn of_agent(&self, agent_id: i64) -> Vec<Arc<AgentConnection>> {
+        let mut found: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|c| c.agent_id == agent_id)
+            .cloned()
+            .collect();
+        found.sort_by_key(|c| c.key);
+        found
+    }
+
+    /// One of the agent's connections, taking turns, for a new stream.
+    pub fn pick(&self, agent_id: i64) -> Option<Arc<AgentConnection>> {
+        let candidates: Vec<_> = self
+            .of_agent(agent_id)
+            .into_iter()
+            .filter(|c| !c.sender.is_closed())
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let turn = self.round_robin.fetch_add(1, Ordering::Relaxed) as usize;
+        Some(candidates[turn % candidates.len()].clone())
+    }
+
+    /// Closes every connection made with this token.
+    pub fn close_token(&self, token_id: i64) -> usize {
+        self.close_where(|c| c.token_id == token_id)
+    }
+
+    /// Closes every connection of this agent.
+    pub fn close_agent(&self, agent_id: i64) -> usize {
+        self.close_where(|c| c.agent_id == agent_id)
+    }
+
+    /// Closes the connections a change of access ends: those of a revoked
+    /// token or a deleted agent.
+    pub fn access_changed(&self, change: &AccessChange) {
+        let (closed, what) = match *change {
+            AccessChange::AgentTokenRevoked { token_id, .. } => (self.close_token(token_id), "token revoked"),
+            AccessChange::AgentDeleted { agent_id } => (self.close_agent(agent_id), "agent deleted"),
+            _ => return,
+        };
+        if closed > 0 {
+            tracing::info!(
+                ?change,
+                closed_connections = closed,
+                "closing agent connections: {what}"
+            );
+        }
+    }
+
+    fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool) -> usize {
+        let doomed: Vec<_> = self.lock().values().filter(|c| matches(c)).cloned().collect();
+        for connection in &doomed {
+            connection.close.cancel();
+        }
+        doomed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A connection whose far side is a real HTTP/2 server on a pipe; the
+    /// returned task is that server, abort it to make the agent go away.
+    async fn connection(
+        registry: &AgentRegistry,
+        agent_id: i64,
+    ) -> (Arc<AgentConnection>, tokio::task::JoinHandle<()>) {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let server = tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Body>(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        tokio::spawn(driver);
+        let connection = Arc::new(AgentConnection {
+            key: registry.next_key(),
+            agent_id,
+            project_id: 1,
+            token_id: 1,
+            connection_id: 0,
+            connected_at: String::new(),
+            info: Mutex::new(None),
+            sender,
+            close: CancellationToken::new(),
+        });
+        registry.insert(connection.clone());
+        (connection, server)
+    }
+
+    #[tokio::test]
+    async fn streams_are_spread_over_replicas_and_survive_one_going_away() {
+        let registry = AgentRegistry::default();
+        let (first, first_server) = connection(&registry, 7).await;
+        let (second, _second_server) = connection(&registry, 7).await;
+        let (_other, _other_server) = connection(&registry, 8).await;
+        let picks: Vec<u64> = (0..4).map(|_| registry.pick(7).unwrap().key).collect();
+        assert_eq!(picks.iter().filter(|k| **k == first.key).count(), 2, "{picks:?}");
+        assert_eq!(picks.iter().filter(|k| **k == second.key).count(), 2, "{picks:?}");
+
+        first_server.abort();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !first.sender.is_closed() {
+            assert!(std::time::Instant::now() < deadline, "the dead replica was not noticed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for _ in 0..4 {
+            assert_eq!(registry.pick(7).unwrap().key, second.key);
+        }
+
+        assert_eq!(registry.close_agent(7), 2);
+        assert!(first.close.is_cancelled() && second.close.is_cancelled());
+        registry.remove(first.key);
+        registry.remove(second.key);
+        assert!(registry.pick(7).is_none());
+        assert!(registry.pick(8).is_some());
+    }
+}

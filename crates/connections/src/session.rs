@@ -1,0 +1,243 @@
+//! The life of one agent connection on kas: HTTP/2 (kas as client) over the
+//! WebSocket, the agent's metadata, configuration pushed on every change of
+//! its file, and the token checked every second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH};
+use glagent_services::Services;
+use glagent_store::{Agent, AgentToken, Project};
+use glagent_tunnel::WsIo;
+use http_body_util::BodyExt;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Connections;
+use crate::registry::AgentConnection;
+
+/// How often the agent's metadata is refreshed (the agent "re-registers").
+const INFO_REFRESH: Duration = Duration::from_secs(300);
+/// How often the token is checked, for revocations made by another replica.
+const TOKEN_CHECK: Duration = Duration::from_secs(1);
+/// The safety-net poll of the configuration file; pushes are instant.
+const CONFIG_POLL: Duration = Duration::from_secs(60);
+/// How long one request to the agent may take.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run<S>(
+    services: Services,
+    connections: Connections,
+    agent: Agent,
+    project: Project,
+    token: AgentToken,
+    connection_id: u64,
+    ws: WebSocketStream<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(WsIo::new(ws));
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        .max_concurrent_reset_streams(1024)
+        .handshake::<_, Body>(io)
+        .await;
+    let (sender, driver) = match handshake {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::warn!(agent_id = agent.id, %error, "HTTP/2 handshake with the agent failed");
+            return;
+        }
+    };
+    let mut driver = tokio::spawn(driver);
+    let connection = Arc::new(AgentConnection {
+        key: connections.registry.next_key(),
+        agent_id: agent.id,
+        project_id: project.id,
+        token_id: token.id,
+        connection_id,
+        connected_at: glagent_store::now(),
+        info: Mutex::new(None),
+        sender,
+        close: CancellationToken::new(),
+    });
+    connections.registry.insert(connection.clone());
+    if let Some(routing) = &connections.routing {
+        routing.announce(&services.store, agent.id).await;
+    }
+    tracing::info!(agent_id = agent.id, connection_id, "agent connected");
+    if let Err(error) = services.store.touch_agent_token(token.id).await {
+        tracing::warn!(agent_id = agent.id, %error, "could not record token use");
+    }
+
+    let mut session = Session {
+        services: services.clone(),
+        agent,
+        connection: connection.clone(),
+        last_commit: None,
+    };
+    let mut pushes = services.events.pushes();
+    session.refresh_info().await;
+    session.send_config_if_changed().await;
+
+    let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
+    let mut token_tick = tokio::time::interval(TOKEN_CHECK);
+    let mut poll_tick = tokio::time::interval_at(tokio::time::Instant::now() + CONFIG_POLL, CONFIG_POLL);
+    let reason = loop {
+        tokio::select! {
+            result = &mut driver => break match result {
+                Ok(Ok(())) => "the agent closed the connection".to_string(),
+                Ok(Err(error)) => format!("connection error: {error}"),
+                Err(error) => format!("connection task failed: {error}"),
+            },
+            _ = connection.close.cancelled() => break "closed by kas: token revoked or agent deleted".to_string(),
+            push = pushes.recv() => match push {
+                Ok(event) if event.project_id == project.id => session.send_config_if_changed().await,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => session.send_config_if_changed().await,
+                Err(RecvError::Closed) => break "kas is shutting down".to_string(),
+            },
+            _ = token_tick.tick() => {
+                if !services.store.agent_token_active(connection.token_id).await.unwrap_or(true) {
+                    break "the agent token was revoked".to_string();
+                }
+            }
+            _ = info_tick.tick() => {
+                session.refresh_info().await;
+                let _ = services.store.touch_agent_token(connection.token_id).await;
+            }
+            _ = poll_tick.tick() => session.send_config_if_changed().await,
+        }
+    };
+    connections.registry.remove(connection.key);
+    if let Some(routing) = &connections.routing {
+        routing
+            .withdraw(&services.store, &connections.registry, connection.agent_id)
+            .await;
+    }
+    driver.abort();
+    tracing::info!(agent_id = connection.agent_id, connection_id, reason = %reason, "agent disconnected");
+}
+
+struct Session {
+    services: Services,
+    agent: Agent,
+    connection: Arc<AgentConnection>,
+    last_commit: Option<String>,
+}
+
+impl Session {
+    async fn call(&self, request: http::Request<Body>) -> Result<(http::StatusCode, Bytes), String> {
+        let mut sender: SendRequest<Body> = self.connection.sender.clone();
+        let exchange = async {
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(AGENT_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("the agent did not answer within {AGENT_TIMEOUT:?}")))
+    }
+
+    async fn refresh_info(&mut self) {
+        let request = http::Request::get(INFO_PATH)
+            .body(Body::empty())
+            .expect("static request");
+        match self.call(request).await {
+            Ok((status, body)) if status.is_success() => match serde_json::from_slice::<AgentInfo>(&body) {
+                Ok(info) => {
+                    tracing::info!(
+                        agent_id = self.agent.id,
+                        version = %info.version,
+                        pod = %format!("{}/{}", info.pod_namespace, info.pod_name),
+                        "agent registered"
+                    );
+                    *self.connection.info.lock() = Some(info);
+                }
+                Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "the agent sent unreadable metadata"),
+            },
+            Ok((status, _)) => {
+                tracing::warn!(agent_id = self.agent.id, %status, "the agent refused to send its metadata")
+            }
+            Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "asking the agent for its metadata failed"),
+        }
+    }
+
+    /// Sends the configuration if the default branch moved since the last
+    /// one sent. A broken file is reported to the agent, which keeps its
+    /// last good configuration.
+    async fn send_config_if_changed(&mut self) {
+        let project = match self.services.store.project(self.connection.project_id).await {
+            Ok(project) => project,
+            Err(error) => {
+                tracing::warn!(agent_id = self.agent.id, %error, "reading the agent's project failed");
+                return;
+            }
+        };
+        let head = match self.services.configs.at_head(&project, &self.agent).await {
+            Ok(head) => head,
+            Err(error) => {
+                tracing::warn!(agent_id = self.agent.id, %error, "reading the agent configuration failed");
+                return;
+            }
+        };
+        let commit = head.commit_id.unwrap_or_default();
+        if self.last_commit.as_deref() == Some(commit.as_str()) {
+            return;
+        }
+        let mut update = ConfigurationUpdate {
+            agent_id: self.agent.id,
+            project_id: project.id,
+            project_path: project.full_path.clone(),
+            commit_id: commit.clone(),
+            gitlab_external_url: self.services.urls.base(),
+            config: None,
+            error: None,
+        };
+        match head.parsed {
+            Ok(mut config) => {
+                // The agent gets everything but user_access, which only kas uses.
+                config.user_access = None;
+                update.config = Some(config);
+            }
+            Err(error) => {
+                tracing::warn!(agent_id = self.agent.id, commit = %commit, %error, "agent configuration is invalid; the agent keeps its last good configuration");
+                update.error = Some(error.to_string());
+            }
+        }
+        let body = serde_json::to_vec(&update).expect("serialisable");
+        let request = http::Request::put(CONFIGURATION_PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("static request");
+        match self.call(request).await {
+            Ok((status, _)) if status.is_success() => {
+                tracing::info!(agent_id = self.agent.id, commit = %commit, "configuration sent to the agent");
+                self.last_commit = Some(commit);
+            }
+            Ok((status, body)) => tracing::warn!(
+                agent_id = self.agent.id,
+                %status,
+                body = %String::from_utf8_lossy(&body),
+                "the agent refused its configuration"
+            ),
+            Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "sending the configuration failed"),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! From credentials to an authorised caller: which agent the request is
+//! for, and which identity (if any) kas imposes on it at the API server.
+//!
+//! Credentials are `Authorization: Bearer <kind>:<agent id>:<secret>`:
+//! `pat:` with a personal access token that has the `k8s_proxy` scope (the
+//! agent's `user_access` decides), or `ci:` with a CI job token (its
+//! `ci_access` decides). The rules are `glagent_core::identity`; this
+//! module gathers their facts. Decisions are kept for a few seconds, so a
+//! burst of requests (kubectl sends several per command) costs one, and
+//! forgotten at once when access changes.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use glagent_core::identity::{Impersonation, UserFacts, user_identity};
+use glagent_core::secret;
+use glagent_services::Services;
+use glagent_services::access::user_access_roles;
+use glagent_services::auth::{AuthError, authenticate};
+use glagent_services::cache::TtlCache;
+use glagent_services::configs::LoadError;
+use glagent_store::StoreError;
+
+use crate::error::ProxyError;
+
+/// Who may use which agent, once authenticated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorized {
+    pub agent_id: i64,
+    /// The identity imposed on the request; `None`: the agent's own.
+    pub impersonation: Option<Impersonation>,
+}
+
+/// The kinds of credential the proxy takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    PersonalAccessToken,
+    CiJob,
+}
+
+/// A parsed `Authorization` header.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Credential<'a> {
+    pub kind: CredentialKind,
+    pub agent_id: i64,
+    pub secret: &'a str,
+}
+
+impl<'a> Credential<'a> {
+    /// Reads exactly one `Authorization: Bearer <kind>:<agent id>:<secret>`.
+    pub fn from_headers(headers: &'a HeaderMap) -> Result<Credential<'a>, ProxyError> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(ProxyError::Unauthorized(
+                "send exactly one Authorization header: Bearer pat:<agent id>:<personal access token>".into(),
+            ));
+        };
+        let value = value.to_str().unwrap_or_default();
+        let credential = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, c)| c.trim())
+            .ok_or_else(|| {
+                ProxyError::Unauthorized("the Authorization header must be Bearer <type>:<agent id>:<secret>".into())
+            })?;
+        let mut fields = credential.splitn(3, ':');
+        let (Some(kind), Some(agent_id), Some(secret)) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(ProxyError::Unauthorized(
+                "the bearer token must look like pat:<agent id>:<personal access token> or ci:<agent id>:<job token>"
+                    .into(),
+            ));
+        };
+        let agent_id = agent_id
+            .parse()
+            .map_err(|_| ProxyError::Unauthorized(format!("{agent_id:?} is not an agent id")))?;
+        let kind = match kind {
+            "pat" => CredentialKind::PersonalAccessToken,
+            "ci" => CredentialKind::CiJob,
+            other => {
+                return Err(ProxyError::Unauthorized(format!(
+                    "unknown token type {other:?}: use pat or ci"
+                )));
+            }
+        };
+        Ok(Credential { kind, agent_id, secret })
+    }
+}
+
+/// Recent decisions, by the digest of the `Authorization` header.
+pub struct DecisionCache(TtlCache<String, Authorized>);
+
+impl Default for DecisionCache {
+    fn default() -> Self {
+        DecisionCache(TtlCache::new(Duration::from_secs(5)))
+    }
+}
+
+impl DecisionCache {
+    /// Forgets every decision (access changed somewhere).
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+}
+
+/// Authenticates and authorises a request.
+pub async fn authorize(
+    services: &Services,
+    decisions: &DecisionCache,
+    headers: &HeaderMap,
+) -> Result<Authorized, ProxyError> {
+    let credential = Credential::from_headers(headers)?;
+    let key = secret::digest(credential.secret) + &credential.agent_id.to_string();
+    let key = match credential.kind {
+        CredentialKind::PersonalAccessToken => format!("pat:{key}"),
+        CredentialKind::CiJob => format!("ci:{key}"),
+    };
+    if let Some(authorized) = decisions.0.get(&key) {
+        return Ok(authorized);
+    }
+    let authorized = match credential.kind {
+        CredentialKind::PersonalAccessToken => authorize_user(services, credential.agent_id, credential.secret).await?,
+        CredentialKind::CiJob => authorize_job(services, credential.agent_id, credential.secret).await?,
+    };
+    decisions.0.insert(key, authorized.clone());
+    Ok(authorized)
+}
+
+async fn authorize_user(services: &Services, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
+    let caller = authenticate(&services.store, secret).await.map_err(|e| match e {
+        AuthError::Unauthorized => ProxyError::Unauthorized(e.to_string()),
+        AuthError::Store(e) => e.into(),
+    })?;
+    if !caller.token.has_scope("k8s_proxy") {
+        return Err(ProxyError::Forbidden(
+            "the personal access token needs the k8s_proxy scope".into(),
+        ));
+    }
+    let denied = || ProxyError::Forbidden(format!("agent {agent_id} does not exist or does not grant you access"));
+    let agent = match services.store.agent_by_id(agent_id).await {
+        Ok(agent) => agent,
+        Err(StoreError::NotFound) => return Err(denied()),
+        Err(error) => return Err(error.into()),
+    };
+    let project = match services.store.project(agent.project_id).await {
+        Ok(project) => project,
+        Err(StoreError::NotFound) => return Err(denied()),
+        Err(error) => return Err(error.into()),
+    };
+    let config = services.configs.current(&project, &agent).await.map_err(|e| match e {
+        LoadError::Invalid(_) => ProxyError::Forbidden(e.to_string()),
+        LoadError::Git(e) => ProxyError::Internal(e.to_string()),
+    })?;
+    let roles = match &config.user_access {
+        Some(access) => user_access_roles(&services.store, &caller.user, access).await?,
+        None => Default::default(),
+    };
+    let facts = UserFacts {
+        agent_id: agent.id,
+        config_project_id: project.id,
+        username: &caller.user.username,
+        project_roles: &roles.projects,
+        group_roles: &roles.groups,
+        access_type: "personal_access_token",
+    };
+    let impersonation =
+        user_identity(config.user_access.as_ref(), &facts).map_err(|e| ProxyError::Forbidden(e.to_string()))?;
+    Ok(Authorized {
+        agent_id: agent.id,
+        impersonation,
+    })
+}
+
+async fn authorize_job(services: &Services, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
+    let job = match services.store.ci_job_by_token_digest(&secret::digest(secret)).await {
+        Ok(job) => job,
+        Err(StoreError::NotFound) => return Err(ProxyError::Unauthorized("the CI job token is unknown".into())),
+        Err(error) => return Err(error.into()),
+    };
+    if !job.is_active() {
+        return Err(ProxyError::Unauthorized(
+            "the CI job token has expired or its job has ended".into(),
+        ));
+    }
+    let allowed = glagent_services::ci::allowed_agents(&services.store, &services.configs, &job).await?;
+    let Some(allowed) = allowed.into_iter().find(|a| a.agent.id == agent_id) else {
+        return Err(ProxyError::Forbidden(format!(
+            "agent {agent_id} is not allowed for this job: its ci_access must list the job's project or a group above it, \
+             and match the job's environment and branch protection"
+        )));
+    };
+    let impersonation = glagent_services::ci::identity(&services.store, &job, &allowed).await?;
+    Ok(Authorized {
+        agent_id,
+        impersonation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn refusal(values: &[&'static str]) -> String {
+        match Credential::from_headers(&headers(values)) {
+            Err(ProxyError::Unauthorized(message)) => message,
+            other => panic!("{values:?}: expected a 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn credentials_name_their_kind_agent_and_secret() {
+        let pat = headers(&["Bearer pat:7:glpat-abc:def"]);
+        assert_eq!(
+            Credential::from_headers(&pat).unwrap(),
+            Credential {
+                kind: CredentialKind::PersonalAccessToken,
+                agent_id: 7,
+                secret: "glpat-abc:def",
+            }
+        );
+        let ci = headers(&["bearer ci:12:glcbt-x"]);
+        assert_eq!(Credential::from_headers(&ci).unwrap().kind, CredentialKind::CiJob);
+    }
+
+    #[test]
+    fn bad_credentials_say_what_to_send() {
+        assert!(refusal(&[]).contains("exactly one Authorization header"));
+        assert!(refusal(&["Bearer pat:1:a", "Bearer pat:1:b"]).contains("exactly one"));
+        assert!(refusal(&["Basic dXNlcjpwYXNz"]).contains("must be Bearer"));
+        assert!(refusal(&["Bearer glpat-abc"]).contains("pat:<agent id>:<personal access token>"));
+        assert!(refusal(&["Bearer pat:seven:glpat-abc"]).contains("\"seven\" is not an agent id"));
+        assert!(refusal(&["Bearer job:7:x"]).contains("unknown token type \"job\""));
+    }
+}

@@ -1,0 +1,91 @@
+//! kas's Kubernetes API proxy for people and CI jobs, at
+//! `<external-url>/-/kubernetes-agent/k8s-proxy/...`: one path for every
+//! caller.
+//!
+//! 1. [`authorize`]: credentials to an authorised caller (the agent, and
+//!    the identity kas imposes), decided by `glagent_core::identity`;
+//! 2. the nested-impersonation rule;
+//! 3. [`forward`]: to a connection of the agent here or to the replica
+//!    holding one ([`private`] is that replica's side), with one splice for
+//!    upgrades.
+
+pub mod authorize;
+pub mod error;
+pub mod forward;
+pub mod private;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use glagent_connections::Connections;
+use glagent_core::identity::client_may_impersonate;
+use glagent_services::Services;
+
+use crate::authorize::{DecisionCache, authorize};
+use crate::error::ProxyError;
+use crate::forward::{PRIVATE_PREFIX, Target, forward};
+
+/// Where the proxy serves.
+pub const PREFIX: &str = "/-/kubernetes-agent/k8s-proxy";
+
+/// The proxy's state; cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    services: Services,
+    connections: Connections,
+    decisions: Arc<DecisionCache>,
+}
+
+impl Proxy {
+    /// A proxy whose decisions are forgotten whenever access changes.
+    pub fn new(services: Services, connections: Connections) -> Proxy {
+        let decisions = Arc::new(DecisionCache::default());
+        services.events.on_access_change({
+            let decisions = decisions.clone();
+            move |_| decisions.clear()
+        });
+        Proxy {
+            services,
+            connections,
+            decisions,
+        }
+    }
+}
+
+/// The proxy for users and CI jobs.
+pub fn router(proxy: Proxy) -> Router {
+    Router::new()
+        .route(PREFIX, any(handle))
+        .route(&format!("{PREFIX}/{{*rest}}"), any(handle))
+        .with_state(proxy)
+}
+
+/// The private API's side: requests forwarded by other replicas.
+pub fn private_router(proxy: Proxy) -> Router {
+    Router::new()
+        .route(PRIVATE_PREFIX, any(private::handle))
+        .route(&format!("{PRIVATE_PREFIX}/{{*rest}}"), any(private::handle))
+        .with_state(proxy)
+}
+
+async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
+    match proxy_request(&proxy, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn proxy_request(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
+    let authorized = authorize(&proxy.services, &proxy.decisions, request.headers()).await?;
+    let header_names = request.headers().keys().map(|k| k.as_str());
+    if !client_may_impersonate(authorized.impersonation.as_ref(), header_names) {
+        return Err(ProxyError::BadRequest(
+            "nested impersonation is not supported: this agent already imposes an identity on you".into(),
+        ));
+    }
+    let target = Target::find(&proxy.connections, &proxy.services.store, authorized.agent_id).await?;
+    forward(target, &authorized, request, PREFIX).await
+}

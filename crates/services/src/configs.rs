@@ -1,0 +1,90 @@
+//! The one answer to "what is this agent's configuration": the file
+//! `.gitlab/agents/<name>/config.yaml` at the HEAD of its project's default
+//! branch, parsed strictly. Agent connections send it, the REST API shows
+//! it, and the Kubernetes API proxy and CI access decide with it (through a
+//! cache that a push to the project empties).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use glagent_core::agent_config::{AgentConfig, ConfigError, config_file_path, parse_config};
+use glagent_git::{GitError, Repos};
+use glagent_store::{Agent, Project};
+
+use crate::cache::TtlCache;
+
+/// The configuration file at the default branch's HEAD.
+#[derive(Debug)]
+pub struct ConfigAtHead {
+    /// `.gitlab/agents/<name>/config.yaml`.
+    pub path: String,
+    pub branch: String,
+    /// `None` while the branch does not exist.
+    pub commit_id: Option<String>,
+    pub file_exists: bool,
+    /// A missing file is the empty (default) configuration.
+    pub parsed: Result<AgentConfig, ConfigError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the agent configuration is invalid: {0}")]
+    Invalid(ConfigError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+pub struct AgentConfigs {
+    repos: Arc<Repos>,
+    /// Parsed configurations by agent id, with their project's id. Emptied
+    /// for a project when it is pushed to, and after a minute, for pushes
+    /// that reached another kas replica.
+    parsed: TtlCache<i64, (i64, Arc<AgentConfig>)>,
+}
+
+impl AgentConfigs {
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub fn new(repos: Arc<Repos>) -> AgentConfigs {
+        AgentConfigs {
+            repos,
+            parsed: TtlCache::new(Self::TTL),
+        }
+    }
+
+    /// Reads and parses the file at HEAD now (no cache).
+    pub async fn at_head(&self, project: &Project, agent: &Agent) -> Result<ConfigAtHead, GitError> {
+        let path = config_file_path(&agent.name);
+        let branch = format!("refs/heads/{}", project.default_branch);
+        let commit_id = self.repos.resolve(project.id, &branch).await?;
+        let file = match &commit_id {
+            Some(commit) => self.repos.read_file(project.id, commit, &path).await?,
+            None => None,
+        };
+        let file_exists = file.is_some();
+        let content = file.map(|f| f.content).unwrap_or_default();
+        let parsed = parse_config(&path, &content);
+        Ok(ConfigAtHead {
+            path,
+            branch: project.default_branch.clone(),
+            commit_id,
+            file_exists,
+            parsed,
+        })
+    }
+
+    /// The valid configuration in force, cached.
+    pub async fn current(&self, project: &Project, agent: &Agent) -> Result<Arc<AgentConfig>, LoadError> {
+        if let Some((_, config)) = self.parsed.get(&agent.id) {
+            return Ok(config);
+        }
+        let config = Arc::new(self.at_head(project, agent).await?.parsed.map_err(LoadError::Invalid)?);
+        self.parsed.insert(agent.id, (project.id, config.clone()));
+        Ok(config)
+    }
+
+    /// Forgets every agent of a project (its repository changed).
+    pub(crate) fn invalidate_project(&self, project_id: i64) {
+        self.parsed.retain(|_, (project, _)| *project != project_id);
+    }
+}

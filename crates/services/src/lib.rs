@@ -1,0 +1,68 @@
+//! kas's services: the state and rules that every face of kas shares (the
+//! REST API, Git over HTTP, agent connections, the Kubernetes API proxy and
+//! the web pages), so that each face calls the same code for the same
+//! question and none of them talks to another face.
+//!
+//! - [`access`]: roles inherited down the namespace tree;
+//! - [`auth`]: personal access tokens to callers;
+//! - [`configs`]: an agent's configuration at its project's HEAD, parsed
+//!   and cached;
+//! - [`events`]: pushes, and the one notification that access changed;
+//! - [`repository`]: the one way to change a repository (lock, then record
+//!   the push);
+//! - [`ci`]: which agents a CI job may use, and as whom;
+//! - [`cache`]: the one TTL cache type;
+//! - [`urls`], [`install`], [`users`].
+
+pub mod access;
+pub mod auth;
+pub mod cache;
+pub mod ci;
+pub mod configs;
+pub mod events;
+pub mod install;
+pub mod repository;
+pub mod urls;
+pub mod users;
+
+use std::sync::Arc;
+
+use glagent_git::Repos;
+use glagent_store::Store;
+
+use crate::configs::AgentConfigs;
+use crate::events::Events;
+use crate::urls::Urls;
+
+/// Everything kas's faces share; cheap to clone.
+#[derive(Clone)]
+pub struct Services(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Store,
+    pub repos: Arc<Repos>,
+    pub urls: Urls,
+    pub events: Events,
+    pub configs: AgentConfigs,
+}
+
+impl std::ops::Deref for Services {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Services {
+    pub fn new(store: Store, repos: Repos, urls: Urls) -> Services {
+        let repos = Arc::new(repos);
+        Services(Arc::new(Inner {
+            configs: AgentConfigs::new(repos.clone()),
+            store,
+            repos,
+            urls,
+            events: Events::default(),
+        }))
+    }
+}
