@@ -1,7 +1,7 @@
 //! What the agent knows while it runs: who it is, whether it is connected,
 //! its current configuration, and counters for /metrics.
 
-use std::sync::RwLock;
+use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use glagent_core::agent_config::AgentConfig;
@@ -53,7 +53,7 @@ impl AgentState {
     }
 
     pub fn applied(&self) -> Option<Applied> {
-        self.applied.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.applied.read().clone()
     }
 
     /// A disconnected agent whose API server is the one `config` names.

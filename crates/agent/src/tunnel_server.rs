@@ -62,7 +62,7 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
     if previous_level.as_deref() != Some(level) {
         state.log_level.set(level);
     }
-    *state.applied.write().unwrap_or_else(|e| e.into_inner()) = Some(Applied {
+    *state.applied.write() = Some(Applied {
         agent_id: update.agent_id,
         commit_id: update.commit_id.clone(),
         config,

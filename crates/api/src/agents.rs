@@ -1,19 +1,19 @@
 //! Cluster agents, their tokens, and the state of their configuration file.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use glagent_core::agent_config::{ConfigError, config_file_path, parse_config};
+use glagent_api_types as api;
+use glagent_core::agent_config::ConfigError;
 use glagent_core::names::validate_agent_name;
 use glagent_core::secret;
 use glagent_store::{Agent, NewAgentToken, Project, StoreError};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::input::{PageQuery, Params};
+use super::input::{PageQuery, Params, Query};
 use super::{entities, find_project, paginated, require};
 use crate::Api;
 use glagent_core::access::AccessLevel;
@@ -40,7 +40,7 @@ pub async fn list(
     let ns = state.store.namespace(project.namespace_id).await?;
     let page = page.page();
     let agents = state.store.agents(project.id, page).await?;
-    let items: Vec<Value> = agents.items.iter().map(|a| entities::agent(a, &project, &ns)).collect();
+    let items: Vec<api::Agent> = agents.items.iter().map(|a| entities::agent(a, &project, &ns)).collect();
     Ok(paginated(&state, &uri, page, agents.total, items))
 }
 
@@ -48,7 +48,7 @@ pub async fn get(
     State(state): State<Api>,
     caller: Caller,
     Path((id, agent_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Agent>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
@@ -110,48 +110,32 @@ pub async fn configuration(
     State(state): State<Api>,
     caller: Caller,
     Path((id, agent_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::AgentConfiguration>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    let path = config_file_path(&agent.name);
-    let branch = format!("refs/heads/{}", project.default_branch);
-    let commit_id = state.repos.resolve(project.id, &branch).await?;
-    let file = match &commit_id {
-        Some(commit) => state.repos.read_file(project.id, commit, &path).await?,
-        None => None,
-    };
-    let exists = file.is_some();
-    let content = file.map(|f| f.content).unwrap_or_default();
-    let body = match parse_config(&path, &content) {
-        Ok(config) => json!({
-            "agent_id": agent.id,
-            "path": path,
-            "branch": project.default_branch,
-            "commit_id": commit_id,
-            "file_exists": exists,
-            "valid": true,
-            "error": null,
-            "config": config,
-        }),
+    let head = state.configs.at_head(&project, &agent).await?;
+    let (config, error) = match head.parsed {
+        Ok(config) => (Some(config), None),
         Err(error) => {
             let (line, column) = match &error {
                 ConfigError::Invalid { line, column, .. } => (*line, *column),
                 _ => (None, None),
             };
-            json!({
-                "agent_id": agent.id,
-                "path": path,
-                "branch": project.default_branch,
-                "commit_id": commit_id,
-                "file_exists": exists,
-                "valid": false,
-                "error": {"message": error.to_string(), "line": line, "column": column},
-                "config": null,
-            })
+            let message = error.to_string();
+            (None, Some(api::ConfigurationError { column, line, message }))
         }
     };
-    Ok(Json(body))
+    Ok(Json(api::AgentConfiguration {
+        agent_id: agent.id,
+        branch: head.branch,
+        commit_id: head.commit_id,
+        valid: config.is_some(),
+        config,
+        error,
+        file_exists: head.file_exists,
+        path: head.path,
+    }))
 }
 
 pub async fn list_tokens(
@@ -166,7 +150,7 @@ pub async fn list_tokens(
     let agent = find_agent(&state, &project, agent_id).await?;
     let page = page.page();
     let tokens = state.store.active_agent_tokens(agent.id, page).await?;
-    let items: Vec<Value> = tokens.items.iter().map(|t| entities::agent_token(t, false)).collect();
+    let items: Vec<api::AgentToken> = tokens.items.iter().map(|t| entities::agent_token(t, false)).collect();
     Ok(paginated(&state, &uri, page, tokens.total, items))
 }
 
@@ -174,7 +158,7 @@ pub async fn get_token(
     State(state): State<Api>,
     caller: Caller,
     Path((id, agent_id, token_id)): Path<(String, i64, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::AgentToken>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
@@ -227,10 +211,9 @@ pub async fn create_token(
         })
         .await?;
     tracing::info!(agent_id = agent.id, token_id = record.id, "agent token created");
-    let mut body = entities::agent_token(&record, false);
-    body["token"] = json!(token.expose());
     // glagent's extension: the install command with this token, shown once.
-    body["install_command"] = json!(install::command(&state.urls, &agent.name, token.expose()));
+    let command = install::command(&state.urls, &agent.name, token.expose());
+    let body = entities::created_agent_token(&record, token.expose(), command);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -262,7 +245,7 @@ pub async fn connections(
     State(state): State<Api>,
     caller: Caller,
     Path((id, agent_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<api::Connection>>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
@@ -273,30 +256,12 @@ pub async fn connections(
         .map(|i| i.version.as_str())
         .collect();
     let mixed = glagent_core::version::mixed_versions_warning(&versions);
-    let items: Vec<Value> = connections
-        .iter()
-        .map(|connection| {
-            let mut warnings = Vec::new();
-            if let Some(message) = connection
-                .metadata
-                .as_ref()
-                .and_then(|i| glagent_core::version::version_warning(&i.version, glagent_core::VERSION))
-            {
-                warnings.push(json!({"version": {"message": message}}));
-            }
-            if let Some(message) = &mixed {
-                warnings.push(json!({"mixed_versions": {"message": message}}));
-            }
-            json!({
-                "connection_id": connection.connection_id,
-                "agent_id": connection.agent_id,
-                "connected_at": connection.connected_at,
-                "metadata": connection.metadata,
-                "warnings": warnings,
-            })
-        })
-        .collect();
-    Ok(Json(Value::Array(items)))
+    Ok(Json(
+        connections
+            .iter()
+            .map(|connection| entities::connection(connection, mixed.as_deref()))
+            .collect(),
+    ))
 }
 
 /// glagent's extension: the recommended install command for an agent, with
@@ -305,16 +270,16 @@ pub async fn install_command(
     State(state): State<Api>,
     caller: Caller,
     Path((id, agent_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::InstallCommand>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    Ok(Json(json!({
-        "agent_id": agent.id,
-        "command": install::command(&state.urls, &agent.name, "<agent token>"),
-        "chart_repository": state.urls.charts(),
-        "kas_address": state.urls.agent(),
-        "agent_version": glagent_core::VERSION,
-        "ca_cert": state.urls.ca_pem(),
-    })))
+    Ok(Json(api::InstallCommand {
+        agent_id: agent.id,
+        agent_version: glagent_core::VERSION.to_string(),
+        ca_cert: state.urls.ca_pem().map(str::to_string),
+        chart_repository: state.urls.charts(),
+        command: install::command(&state.urls, &agent.name, "<agent token>"),
+        kas_address: state.urls.agent(),
+    }))
 }

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use glagent_api_types as api;
 use glagent_core::access::AccessLevel;
 use glagent_core::secret;
 use glagent_store::{CiJob, NewCiJob, StoreError};
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::input::{Params, opt_bool, opt_int};
-use super::{find_project, require};
+use super::{entities, find_project, require};
 use crate::Api;
 use glagent_services::ci;
 use glagent_services::events::AccessChange;
@@ -130,13 +131,7 @@ pub async fn create_job(
     tracing::info!(job_id, project_id = project.id, "CI job registered");
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "job_id": job.job_id,
-            "project_id": job.project_id,
-            "pipeline_id": job.pipeline_id,
-            "token": token.expose(),
-            "expires_at": job.expires_at,
-        })),
+        Json(entities::created_ci_job(&job, token.expose())),
     )
         .into_response())
 }
@@ -191,42 +186,49 @@ async fn job_from_request(state: &Api, headers: &HeaderMap, uri: &Uri) -> ApiRes
 }
 
 /// `GET /job/allowed_agents`, in GitLab's shape.
-pub async fn allowed_agents(State(state): State<Api>, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value>> {
+pub async fn allowed_agents(
+    State(state): State<Api>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Json<api::AllowedAgents>> {
     let (job, _) = job_from_request(&state, &headers, &uri).await?;
     let allowed = ci::allowed_agents(&state.store, &state.configs, &job).await?;
     let project = state.store.project(job.project_id).await?;
     let user = state.store.user(job.user_id).await?;
-    let groups: Vec<Value> = state
+    let groups = state
         .namespace_chain(project.namespace_id)
         .await?
         .iter()
         .filter(|ns| ns.is_group())
-        .map(|ns| json!({"id": ns.id}))
+        .map(|ns| api::Id { id: ns.id })
         .collect();
-    let agents: Vec<Value> = allowed
+    let allowed_agents = allowed
         .iter()
-        .map(|a| {
-            let mut configuration = json!({});
-            if let Some(ns) = &a.entry.default_namespace {
-                configuration["default_namespace"] = json!(ns);
-            }
-            if let Some(access_as) = &a.entry.access_as {
-                configuration["access_as"] = serde_json::to_value(access_as).unwrap_or(Value::Null);
-            }
-            json!({"id": a.agent.id, "config_project": {"id": a.config_project.id}, "configuration": configuration})
+        .map(|a| api::AllowedAgent {
+            config_project: api::Id {
+                id: a.config_project.id,
+            },
+            configuration: api::AllowedAgentConfiguration {
+                access_as: a.entry.access_as.clone(),
+                default_namespace: a.entry.default_namespace.clone(),
+            },
+            id: a.agent.id,
         })
         .collect();
-    let mut body = json!({
-        "allowed_agents": agents,
-        "job": {"id": job.job_id},
-        "pipeline": {"id": job.pipeline_id},
-        "project": {"id": project.id, "groups": groups},
-        "user": {"id": user.id, "username": user.username},
-    });
-    if let Some(slug) = &job.environment_slug {
-        body["environment"] = json!({"slug": slug, "tier": job.environment_tier});
-    }
-    Ok(Json(body))
+    Ok(Json(api::AllowedAgents {
+        allowed_agents,
+        environment: job.environment_slug.map(|slug| api::JobEnvironment {
+            slug,
+            tier: job.environment_tier,
+        }),
+        job: api::Id { id: job.job_id },
+        pipeline: api::Id { id: job.pipeline_id },
+        project: api::JobProject { groups, id: project.id },
+        user: api::JobUser {
+            id: user.id,
+            username: user.username,
+        },
+    }))
 }
 
 /// `GET /job/kubeconfig`: the job's KUBECONFIG, as GitLab writes it.

@@ -1,119 +1,225 @@
-//! JSON shapes of GitLab's API entities.
+//! GitLab's API entities, built from the store's types: the one place that
+//! decides what of a stored row a client sees. The shapes themselves are in
+//! `glagent-api-types`, shared with the CLI and the tests.
 
-use glagent_store::{Agent, AgentToken, Member, Namespace, Project, User};
-use serde_json::{Value, json};
+use glagent_api_types as api;
+use glagent_connections::ConnectionSummary;
+use glagent_store::{
+    Agent, AgentToken, AgentTokenStatus, CiJob, Member, Namespace, NamespaceKind, PersonalAccessToken, Project, User,
+};
 
 use crate::Api;
 
-pub fn user(state: &Api, user: &User, with_private: bool) -> Value {
-    let mut value = json!({
-        "id": user.id,
-        "username": user.username,
-        "name": user.name,
-        "state": "active",
-        "locked": false,
-        "avatar_url": null,
-        "web_url": format!("{}/{}", state.urls.base(), user.username),
-        "created_at": user.created_at,
-        "bot": false,
-    });
-    if with_private {
-        value["email"] = json!(user.email);
-        value["is_admin"] = json!(user.is_admin);
+/// A user; `with_private` adds `email` and `is_admin` (for the user
+/// themselves and for administrators).
+pub fn user(state: &Api, user: &User, with_private: bool) -> api::User {
+    api::User {
+        avatar_url: None,
+        bot: false,
+        created_at: user.created_at.clone(),
+        email: with_private.then(|| user.email.clone()),
+        id: user.id,
+        is_admin: with_private.then_some(user.is_admin),
+        locked: false,
+        name: user.name.clone(),
+        state: "active".into(),
+        username: user.username.clone(),
+        web_url: format!("{}/{}", state.urls.base(), user.username),
     }
-    value
 }
 
-pub fn member(state: &Api, user: &User, member: &Member) -> Value {
-    let mut value = self::user(state, user, false);
-    value["access_level"] = json!(member.access_level);
-    value["created_at"] = json!(member.created_at);
-    value["expires_at"] = Value::Null;
-    value
-}
-
-pub fn group(state: &Api, group: &Namespace) -> Value {
-    json!({
-        "id": group.id,
-        "name": group.name,
-        "path": group.path,
-        "full_path": group.full_path,
-        "full_name": group.full_path.replace('/', " / "),
-        "description": group.description,
-        "visibility": "private",
-        "parent_id": group.parent_id,
-        "web_url": format!("{}/groups/{}", state.urls.base(), group.full_path),
-        "created_at": group.created_at,
-    })
-}
-
-fn namespace(state: &Api, ns: &Namespace) -> Value {
-    json!({
-        "id": ns.id,
-        "name": ns.name,
-        "path": ns.path,
-        "kind": ns.kind,
-        "full_path": ns.full_path,
-        "parent_id": ns.parent_id,
-        "web_url": format!("{}/{}", state.urls.base(), ns.full_path),
-    })
-}
-
-pub fn project(state: &Api, project: &Project, ns: &Namespace) -> Value {
-    let name_with_namespace = format!("{} / {}", ns.full_path.replace('/', " / "), project.name);
-    json!({
-        "id": project.id,
-        "name": project.name,
-        "name_with_namespace": name_with_namespace,
-        "path": project.path,
-        "path_with_namespace": project.full_path,
-        "description": project.description,
-        "default_branch": project.default_branch,
-        "visibility": "private",
-        "web_url": format!("{}/{}", state.urls.base(), project.full_path),
-        "http_url_to_repo": format!("{}/{}.git", state.urls.base(), project.full_path),
-        "ssh_url_to_repo": null,
-        "created_at": project.created_at,
-        "creator_id": project.creator_id,
-        "namespace": namespace(state, ns),
-    })
-}
-
-/// The config project as GitLab embeds it in agents.
-fn config_project(project: &Project, ns: &Namespace) -> Value {
-    json!({
-        "id": project.id,
-        "description": project.description,
-        "name": project.name,
-        "name_with_namespace": format!("{} / {}", ns.full_path.replace('/', " / "), project.name),
-        "path": project.path,
-        "path_with_namespace": project.full_path,
-        "created_at": project.created_at,
-    })
-}
-
-pub fn agent(agent: &Agent, project: &Project, ns: &Namespace) -> Value {
-    json!({
-        "id": agent.id,
-        "name": agent.name,
-        "config_project": config_project(project, ns),
-        "created_at": agent.created_at,
-        "created_by_user_id": agent.created_by_user_id,
-    })
-}
-
-pub fn agent_token(token: &AgentToken, with_last_used: bool) -> Value {
-    let mut value = json!({
-        "id": token.id,
-        "name": token.name,
-        "description": token.description,
-        "agent_id": token.agent_id,
-        "status": token.status,
-        "created_at": token.created_at,
-        "created_by_user_id": token.created_by_user_id,
-    });
-    if with_last_used {
-        value["last_used_at"] = json!(token.last_used_at);
+/// A member: the user's public fields, with the role and the membership's
+/// own date.
+pub fn member(state: &Api, user: &User, member: &Member) -> api::Member {
+    let user = self::user(state, user, false);
+    api::Member {
+        access_level: member.access_level,
+        avatar_url: user.avatar_url,
+        bot: user.bot,
+        created_at: member.created_at.clone(),
+        expires_at: None,
+        id: user.id,
+        locked: user.locked,
+        name: user.name,
+        state: user.state,
+        username: user.username,
+        web_url: user.web_url,
     }
-    value
+}
+
+/// `a/b/c` as GitLab writes it in names: `a / b / c`.
+fn spaced(full_path: &str) -> String {
+    full_path.replace('/', " / ")
+}
+
+pub fn group(state: &Api, group: &Namespace) -> api::Group {
+    api::Group {
+        created_at: group.created_at.clone(),
+        description: group.description.clone(),
+        full_name: spaced(&group.full_path),
+        full_path: group.full_path.clone(),
+        id: group.id,
+        name: group.name.clone(),
+        parent_id: group.parent_id,
+        path: group.path.clone(),
+        visibility: api::Visibility::Private,
+        web_url: format!("{}/groups/{}", state.urls.base(), group.full_path),
+    }
+}
+
+fn namespace(state: &Api, ns: &Namespace) -> api::Namespace {
+    api::Namespace {
+        full_path: ns.full_path.clone(),
+        id: ns.id,
+        kind: match ns.kind {
+            NamespaceKind::User => api::NamespaceKind::User,
+            NamespaceKind::Group => api::NamespaceKind::Group,
+        },
+        name: ns.name.clone(),
+        parent_id: ns.parent_id,
+        path: ns.path.clone(),
+        web_url: format!("{}/{}", state.urls.base(), ns.full_path),
+    }
+}
+
+pub fn project(state: &Api, project: &Project, ns: &Namespace) -> api::Project {
+    api::Project {
+        created_at: project.created_at.clone(),
+        creator_id: project.creator_id,
+        default_branch: project.default_branch.clone(),
+        description: project.description.clone(),
+        http_url_to_repo: format!("{}/{}.git", state.urls.base(), project.full_path),
+        id: project.id,
+        name: project.name.clone(),
+        name_with_namespace: format!("{} / {}", spaced(&ns.full_path), project.name),
+        namespace: namespace(state, ns),
+        path: project.path.clone(),
+        path_with_namespace: project.full_path.clone(),
+        ssh_url_to_repo: None,
+        visibility: api::Visibility::Private,
+        web_url: format!("{}/{}", state.urls.base(), project.full_path),
+    }
+}
+
+fn config_project(project: &Project, ns: &Namespace) -> api::ConfigProject {
+    api::ConfigProject {
+        created_at: project.created_at.clone(),
+        description: project.description.clone(),
+        id: project.id,
+        name: project.name.clone(),
+        name_with_namespace: format!("{} / {}", spaced(&ns.full_path), project.name),
+        path: project.path.clone(),
+        path_with_namespace: project.full_path.clone(),
+    }
+}
+
+pub fn agent(agent: &Agent, project: &Project, ns: &Namespace) -> api::Agent {
+    api::Agent {
+        config_project: config_project(project, ns),
+        created_at: agent.created_at.clone(),
+        created_by_user_id: agent.created_by_user_id,
+        id: agent.id,
+        name: agent.name.clone(),
+    }
+}
+
+fn agent_token_status(status: AgentTokenStatus) -> api::AgentTokenStatus {
+    match status {
+        AgentTokenStatus::Active => api::AgentTokenStatus::Active,
+        AgentTokenStatus::Revoked => api::AgentTokenStatus::Revoked,
+    }
+}
+
+/// An agent token; `with_last_used` adds `last_used_at` (GET of one token).
+pub fn agent_token(token: &AgentToken, with_last_used: bool) -> api::AgentToken {
+    api::AgentToken {
+        agent_id: token.agent_id,
+        created_at: token.created_at.clone(),
+        created_by_user_id: token.created_by_user_id,
+        description: token.description.clone(),
+        id: token.id,
+        last_used_at: with_last_used.then(|| token.last_used_at.clone()),
+        name: token.name.clone(),
+        status: agent_token_status(token.status),
+    }
+}
+
+/// A new agent token with its secret and the install command that uses it.
+pub fn created_agent_token(token: &AgentToken, secret: &str, install_command: String) -> api::CreatedAgentToken {
+    api::CreatedAgentToken {
+        agent_id: token.agent_id,
+        created_at: token.created_at.clone(),
+        created_by_user_id: token.created_by_user_id,
+        description: token.description.clone(),
+        id: token.id,
+        install_command,
+        name: token.name.clone(),
+        status: agent_token_status(token.status),
+        token: secret.to_string(),
+    }
+}
+
+/// A live connection; `mixed_versions` is the warning shared by all the
+/// agent's connections when its pods run different versions.
+pub fn connection(connection: &ConnectionSummary, mixed_versions: Option<&str>) -> api::Connection {
+    let version = connection
+        .metadata
+        .as_ref()
+        .and_then(|info| glagent_core::version::version_warning(&info.version, glagent_core::VERSION))
+        .map(|message| api::ConnectionWarning::Version { message });
+    let mixed = mixed_versions.map(|message| api::ConnectionWarning::MixedVersions {
+        message: message.to_string(),
+    });
+    api::Connection {
+        agent_id: connection.agent_id,
+        connected_at: connection.connected_at.clone(),
+        connection_id: connection.connection_id,
+        metadata: connection.metadata.clone(),
+        warnings: version.into_iter().chain(mixed).collect(),
+    }
+}
+
+/// A personal access token as GitLab lists it (never the secret).
+pub fn personal_access_token(record: &PersonalAccessToken) -> api::PersonalAccessToken {
+    let expired = record
+        .expires_at
+        .as_deref()
+        .is_some_and(|d| glagent_store::is_past(&format!("{d}T23:59:59Z")));
+    api::PersonalAccessToken {
+        active: !record.revoked && !expired,
+        created_at: record.created_at.clone(),
+        expires_at: record.expires_at.clone(),
+        id: record.id,
+        last_used_at: record.last_used_at.clone(),
+        name: record.name.clone(),
+        revoked: record.revoked,
+        scopes: record.scopes.clone(),
+        user_id: record.user_id,
+    }
+}
+
+/// A new personal access token as GitLab returns it, secret included.
+pub fn created_personal_access_token(record: &PersonalAccessToken, secret: &str) -> api::CreatedPersonalAccessToken {
+    api::CreatedPersonalAccessToken {
+        active: true,
+        created_at: record.created_at.clone(),
+        expires_at: record.expires_at.clone(),
+        id: record.id,
+        name: record.name.clone(),
+        revoked: false,
+        scopes: record.scopes.clone(),
+        token: secret.to_string(),
+        user_id: record.user_id,
+    }
+}
+
+/// A new CI job with its job token.
+pub fn created_ci_job(job: &CiJob, secret: &str) -> api::CreatedCiJob {
+    api::CreatedCiJob {
+        expires_at: job.expires_at.clone(),
+        job_id: job.job_id,
+        pipeline_id: job.pipeline_id,
+        project_id: job.project_id,
+        token: secret.to_string(),
+    }
 }

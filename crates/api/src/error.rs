@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use glagent_api_types::Message;
 use glagent_store::StoreError;
 
 use glagent_git::GitError;
@@ -46,8 +47,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        let body = serde_json::json!({ "message": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        (self.status(), Json(Message::new(self.to_string()))).into_response()
     }
 }
 

@@ -1,19 +1,19 @@
 //! The Repository Files API: read a file, or commit one change to a branch.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use glagent_api_types::{CommittedFile, RepositoryFile};
 use glagent_core::access::AccessLevel;
 use glagent_store::Project;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::input::Params;
+use super::input::{Params, Query};
 use super::projects::validate_branch;
 use super::{find_project, require};
 use crate::Api;
@@ -72,18 +72,18 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let (_, rev, blob) = read(&state, &caller, &id, &file_path, query.rev).await?;
     let file_name = file_path.rsplit('/').next().unwrap_or(&file_path).to_string();
-    Ok(Json(json!({
-        "file_name": file_name,
-        "file_path": file_path,
-        "size": blob.content.len(),
-        "encoding": "base64",
-        "content_sha256": glagent_core::secret::digest_bytes(&blob.content),
-        "ref": rev,
-        "blob_id": blob.blob_id,
-        "commit_id": blob.commit_id,
-        "last_commit_id": blob.last_commit_id,
-        "content": BASE64.encode(&blob.content),
-    }))
+    Ok(Json(RepositoryFile {
+        blob_id: blob.blob_id,
+        commit_id: blob.commit_id,
+        content: BASE64.encode(&blob.content),
+        content_sha256: glagent_core::secret::digest_bytes(&blob.content),
+        encoding: "base64".into(),
+        file_name,
+        file_path,
+        last_commit_id: blob.last_commit_id,
+        ref_name: rev,
+        size: blob.content.len() as u64,
+    })
     .into_response())
 }
 
@@ -186,14 +186,11 @@ async fn write(
     repository
         .finish(Some(caller.user.id), std::slice::from_ref(&update))
         .await;
+    let committed = Json(CommittedFile { branch, file_path });
     Ok(match kind {
         Kind::Delete => StatusCode::NO_CONTENT.into_response(),
-        Kind::Create => (
-            StatusCode::CREATED,
-            Json(json!({"file_path": file_path, "branch": branch})),
-        )
-            .into_response(),
-        Kind::Update => (StatusCode::OK, Json(json!({"file_path": file_path, "branch": branch}))).into_response(),
+        Kind::Create => (StatusCode::CREATED, committed).into_response(),
+        Kind::Update => (StatusCode::OK, committed).into_response(),
     })
 }
 

@@ -1,18 +1,18 @@
 //! Groups, nested to any depth.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use glagent_api_types as api;
 use glagent_core::access::AccessLevel;
 use glagent_core::names;
 use glagent_store::{MemberSource, NamespaceKind, NewNamespace};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::input::{PageQuery, Params, opt_int};
+use super::input::{PageQuery, Params, Query, opt_int};
 use super::members::{self, MemberParams};
 use super::{entities, find_group, page_of, paginated, require};
 use crate::Api;
@@ -35,7 +35,7 @@ pub async fn list(
     Ok(paginated(&state, &uri, page, total, items))
 }
 
-pub async fn get(State(state): State<Api>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<Api>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<api::Group>> {
     let (group, _) = find_group(&state, &caller, &id).await?;
     Ok(Json(entities::group(&state, &group)))
 }
@@ -124,11 +124,7 @@ pub async fn delete(State(state): State<Api>, caller: Caller, Path(id): Path<Str
             tracing::warn!(project_id, %error, "could not remove the repository of a deleted project");
         }
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"message": "202 Accepted"})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(api::Message::new("202 Accepted"))).into_response())
 }
 
 pub async fn projects(
@@ -140,7 +136,7 @@ pub async fn projects(
 ) -> ApiResult<Response> {
     let (group, _) = find_group(&state, &caller, &id).await?;
     let page = page.page();
-    let items: Vec<Value> = state
+    let items: Vec<api::Project> = state
         .store
         .projects_in_namespace(group.id)
         .await?
@@ -166,7 +162,7 @@ pub async fn member(
     State(state): State<Api>,
     caller: Caller,
     Path((id, user_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Member>> {
     let (group, _) = find_group(&state, &caller, &id).await?;
     members::get(&state, MemberSource::Namespace(group.id), user_id).await
 }

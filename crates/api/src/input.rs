@@ -9,6 +9,22 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
+/// Parameters of type `T` from the query string alone; a bad value is a
+/// 400 in GitLab's shape (axum's own `Query` answers in plain text).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let mut map = Map::new();
+        merge_form(&mut map, parts.uri.query().unwrap_or_default().as_bytes());
+        serde_json::from_value(Value::Object(map))
+            .map(Query)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+}
+
 /// Parameters of type `T`, from the query string and the body together.
 pub struct Params<T>(pub T);
 

@@ -64,7 +64,7 @@ async fn fallback(state: State<Api>, request: Request) -> Response {
     }
     (
         StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"message": "404 Not Found"})),
+        axum::Json(glagent_api_types::Message::new("404 Not Found")),
     )
         .into_response()
 }

@@ -33,7 +33,7 @@ pub async fn list(state: &Api, uri: &Uri, source: MemberSource, page: PageQuery)
     Ok(paginated(state, uri, page, total, items))
 }
 
-pub async fn get(state: &Api, source: MemberSource, user_id: i64) -> ApiResult<Json<serde_json::Value>> {
+pub async fn get(state: &Api, source: MemberSource, user_id: i64) -> ApiResult<Json<glagent_api_types::Member>> {
     let member = state
         .store
         .member(source, user_id)

@@ -2,34 +2,32 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use glagent_api_types::{KasMetadata, Metadata, Version};
 
 use super::auth::Caller;
 use crate::Api;
 
-fn body(state: &Api) -> Value {
-    json!({
-        "version": glagent_core::VERSION,
-        "revision": option_env!("GLAGENT_REVISION").unwrap_or("unknown"),
-        "kas": {
-            "enabled": true,
-            "externalUrl": state.urls.agent(),
-            "externalK8sProxyUrl": state.urls.k8s_proxy(),
-            "version": glagent_core::VERSION,
+fn revision() -> String {
+    option_env!("GLAGENT_REVISION").unwrap_or("unknown").to_string()
+}
+
+pub async fn metadata(State(state): State<Api>, _caller: Caller) -> Json<Metadata> {
+    Json(Metadata {
+        enterprise: false,
+        kas: KasMetadata {
+            enabled: true,
+            external_k8s_proxy_url: state.urls.k8s_proxy(),
+            external_url: state.urls.agent(),
+            version: glagent_core::VERSION.to_string(),
         },
-        "enterprise": false,
+        revision: revision(),
+        version: glagent_core::VERSION.to_string(),
     })
 }
 
-pub async fn metadata(State(state): State<Api>, _caller: Caller) -> Json<Value> {
-    Json(body(&state))
-}
-
-pub async fn version(State(state): State<Api>, _caller: Caller) -> Json<Value> {
-    let mut value = body(&state);
-    if let Some(map) = value.as_object_mut() {
-        map.remove("kas");
-        map.remove("enterprise");
-    }
-    Json(value)
+pub async fn version(_caller: Caller) -> Json<Version> {
+    Json(Version {
+        revision: revision(),
+        version: glagent_core::VERSION.to_string(),
+    })
 }

@@ -1,18 +1,18 @@
 //! Projects, each with a bare Git repository.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use glagent_api_types as api;
 use glagent_core::access::AccessLevel;
 use glagent_core::names;
 use glagent_store::{MemberSource, NewProject, StoreError};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::input::{PageQuery, Params, opt_bool, opt_int};
+use super::input::{PageQuery, Params, Query, opt_bool, opt_int};
 use super::members::{self, MemberParams};
 use super::{entities, find_project, page_of, paginated, require};
 use crate::Api;
@@ -37,7 +37,7 @@ pub async fn list(
     Ok(paginated(&state, &uri, page, total, items))
 }
 
-pub async fn get(State(state): State<Api>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<Api>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<api::Project>> {
     let (project, _) = find_project(&state, &caller, &id).await?;
     let ns = state.store.namespace(project.namespace_id).await?;
     Ok(Json(entities::project(&state, &project, &ns)))
@@ -170,11 +170,7 @@ pub async fn delete(State(state): State<Api>, caller: Caller, Path(id): Path<Str
     if let Err(error) = state.repos.remove(project.id).await {
         tracing::warn!(project_id = project.id, %error, "could not remove the repository of a deleted project");
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({"message": "202 Accepted"})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(api::Message::new("202 Accepted"))).into_response())
 }
 
 pub async fn members(
@@ -192,7 +188,7 @@ pub async fn member(
     State(state): State<Api>,
     caller: Caller,
     Path((id, user_id)): Path<(String, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Member>> {
     let (project, _) = find_project(&state, &caller, &id).await?;
     members::get(&state, MemberSource::Project(project.id), user_id).await
 }

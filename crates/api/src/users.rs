@@ -1,23 +1,23 @@
 //! Users and their personal access tokens.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use glagent_api_types as api;
 use glagent_core::secret;
 use glagent_store::{NewPersonalAccessToken, StoreError};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::auth::{Caller, SCOPES};
 use super::entities;
 use super::error::{ApiError, ApiResult};
-use super::input::{PageQuery, Params, opt_bool, string_list};
+use super::input::{PageQuery, Params, Query, opt_bool, string_list};
 use super::paginated;
 use crate::Api;
 use glagent_services::events::AccessChange;
 
-pub async fn current(State(state): State<Api>, caller: Caller) -> Json<Value> {
+pub async fn current(State(state): State<Api>, caller: Caller) -> Json<api::User> {
     Json(entities::user(&state, &caller.user, true))
 }
 
@@ -30,11 +30,11 @@ pub async fn list(
     let page = page.page();
     let users = state.store.list_users(page).await?;
     let admin = caller.user.is_admin;
-    let items = users.items.iter().map(|u| entities::user(&state, u, admin)).collect();
+    let items: Vec<api::User> = users.items.iter().map(|u| entities::user(&state, u, admin)).collect();
     Ok(paginated(&state, &uri, page, users.total, items))
 }
 
-pub async fn get(State(state): State<Api>, caller: Caller, Path(user_id): Path<i64>) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<Api>, caller: Caller, Path(user_id): Path<i64>) -> ApiResult<Json<api::User>> {
     let user = state
         .store
         .user(user_id)
@@ -123,7 +123,11 @@ pub async fn create_token(
             expires_at: params.expires_at.clone(),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(created_token(&record, &token))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(entities::created_personal_access_token(&record, token.expose())),
+    )
+        .into_response())
 }
 
 pub fn validate_scopes(scopes: &[String]) -> ApiResult<()> {
@@ -188,41 +192,11 @@ pub async fn create_own_token(
             expires_at: Some(expires_at),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(created_token(&record, &token))).into_response())
-}
-
-/// A new personal access token as GitLab returns it, secret included.
-fn created_token(record: &glagent_store::PersonalAccessToken, token: &secret::Secret) -> Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "revoked": false,
-        "created_at": record.created_at,
-        "scopes": record.scopes,
-        "user_id": record.user_id,
-        "active": true,
-        "expires_at": record.expires_at,
-        "token": token.expose(),
-    })
-}
-
-/// A token as GitLab lists it (never the secret).
-fn token_entity(record: &glagent_store::PersonalAccessToken) -> Value {
-    let expired = record
-        .expires_at
-        .as_deref()
-        .is_some_and(|d| glagent_store::is_past(&format!("{d}T23:59:59Z")));
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "revoked": record.revoked,
-        "created_at": record.created_at,
-        "scopes": record.scopes,
-        "user_id": record.user_id,
-        "last_used_at": record.last_used_at,
-        "active": !record.revoked && !expired,
-        "expires_at": record.expires_at,
-    })
+    Ok((
+        StatusCode::CREATED,
+        Json(entities::created_personal_access_token(&record, token.expose())),
+    )
+        .into_response())
 }
 
 /// `GET /personal_access_tokens`: the caller's tokens (administrators may
@@ -231,7 +205,7 @@ pub async fn list_tokens(
     State(state): State<Api>,
     caller: Caller,
     Query(query): Query<TokenListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<api::PersonalAccessToken>>> {
     let user_id = match query.user_id {
         Some(id) if id != caller.user.id && !caller.user.is_admin => {
             return Err(ApiError::ForbiddenBecause(
@@ -242,7 +216,7 @@ pub async fn list_tokens(
         None => caller.user.id,
     };
     let tokens = state.store.personal_access_tokens(user_id).await?;
-    Ok(Json(Value::Array(tokens.iter().map(token_entity).collect())))
+    Ok(Json(tokens.iter().map(entities::personal_access_token).collect()))
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use glagent_api_types as api;
 
 use crate::client::Client;
 use crate::{kubeconfig, render};
@@ -139,12 +140,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Ci(_) | Command::KptFn(_) => unreachable!("handled above"),
         Command::Cluster(ClusterCommand::Agent(AgentCommand::List { repo })) => {
             let project = client.project_ref(&repo);
-            let agents = client.get_list(&format!("/projects/{project}/cluster_agents")).await?;
+            let agents: Vec<api::Agent> = client.get_list(&format!("/projects/{project}/cluster_agents")).await?;
             let mut rows = Vec::new();
             for agent in agents {
-                let id = agent["id"].as_i64().unwrap_or_default();
-                let connections = client
-                    .get_list(&format!("/projects/{project}/cluster_agents/{id}/connections"))
+                let connections: Vec<api::Connection> = client
+                    .get_list(&format!("/projects/{project}/cluster_agents/{}/connections", agent.id))
                     .await?;
                 rows.push((agent, connections));
             }
@@ -152,24 +152,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::Register { name, repo })) => {
             let project = client.project_ref(&repo);
-            let agent = client
+            let agent: api::Agent = client
                 .post(
                     &format!("/projects/{project}/cluster_agents"),
                     serde_json::json!({"name": name}),
                 )
                 .await?;
-            println!("{}", agent["id"]);
+            println!("{}", agent.id);
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::UpdateKubeconfig {
             agent,
             kubeconfig,
             use_context,
         })) => {
-            let metadata = client.get("/metadata").await?;
-            let server = metadata["kas"]["externalK8sProxyUrl"]
-                .as_str()
-                .context("kas did not report its Kubernetes API proxy URL")?
-                .to_string();
+            let metadata: api::Metadata = client.get("/metadata").await?;
+            let server = metadata.kas.external_k8s_proxy_url;
             let ca_pem = match &cli.connection.ca_cert {
                 Some(path) => Some(std::fs::read(path)?),
                 None => None,
@@ -194,30 +191,24 @@ pub async fn run(cli: Cli) -> Result<()> {
             create_token,
         })) => {
             let project = client.project_ref(&repo);
-            let info = client
+            let info: api::InstallCommand = client
                 .get(&format!("/projects/{project}/cluster_agents/{agent}/install_command"))
                 .await?;
-            if let Some(pem) = info["ca_cert"].as_str() {
+            if let Some(pem) = &info.ca_cert {
                 std::fs::write("kas-ca.crt", pem).context("writing kas-ca.crt")?;
                 eprintln!("wrote kas's CA to kas-ca.crt");
             }
             let command = match create_token {
                 Some(name) => {
-                    let created = client
+                    let created: api::CreatedAgentToken = client
                         .post(
                             &format!("/projects/{project}/cluster_agents/{agent}/tokens"),
                             serde_json::json!({"name": name}),
                         )
                         .await?;
-                    created["install_command"]
-                        .as_str()
-                        .context("kas returned no install command")?
-                        .to_string()
+                    created.install_command
                 }
-                None => info["command"]
-                    .as_str()
-                    .context("kas returned no install command")?
-                    .to_string(),
+                None => info.command,
             };
             print!("{command}");
         }

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use glagent_api_types::Message;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub struct Client {
@@ -47,19 +49,19 @@ impl Client {
         })
     }
 
-    /// POSTs JSON and returns the JSON answer.
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value> {
+    /// POSTs JSON and returns the answer as a `T`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body), path)
             .await
     }
 
-    /// GETs one JSON object.
-    pub async fn get(&self, path: &str) -> Result<Value> {
+    /// GETs one entity.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(format!("{}{path}", self.base)), path).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, path: &str) -> Result<Value> {
-        Ok(self.exchange(request, path).await?.1)
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, path: &str) -> Result<T> {
+        decode(path, self.exchange(request, path).await?.1)
     }
 
     /// Sends with the token; a failure status becomes an error with kas's
@@ -78,10 +80,10 @@ impl Client {
         let headers = response.headers().clone();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = body["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| body.to_string());
+            let message = match serde_json::from_value::<Message>(body.clone()) {
+                Ok(error) => error.message,
+                Err(_) => body.to_string(),
+            };
             bail!("{path}: {status}: {message}");
         }
         Ok((headers, body))
@@ -116,7 +118,7 @@ impl Client {
     }
 
     /// GETs every page of a list.
-    pub async fn get_list(&self, path: &str) -> Result<Vec<Value>> {
+    pub async fn get_list<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>> {
         let mut items = Vec::new();
         let mut page = 1;
         loop {
@@ -128,7 +130,11 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u32>().ok());
             match body {
-                Value::Array(page_items) => items.extend(page_items),
+                Value::Array(page_items) => {
+                    for item in page_items {
+                        items.push(decode(path, item)?);
+                    }
+                }
                 other => bail!("{path}: expected a list, got {other}"),
             }
             match next {
@@ -137,6 +143,11 @@ impl Client {
             }
         }
     }
+}
+
+/// A JSON answer as the entity it should be.
+fn decode<T: DeserializeOwned>(path: &str, body: Value) -> Result<T> {
+    serde_json::from_value(body).with_context(|| format!("{path}: cannot read kas's answer"))
 }
 
 #[cfg(test)]

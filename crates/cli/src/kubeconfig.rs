@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use glagent_api_types::CreatedPersonalAccessToken;
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -141,13 +142,13 @@ pub async fn get_token(client: &Client, host: &str, agent_id: i64) -> Result<Str
         Some(token) => token,
         None => {
             let tomorrow = today.next_day().context("date overflow")?;
-            let created = client
+            let created: CreatedPersonalAccessToken = client
                 .post(
                     "/user/personal_access_tokens",
                     json!({"name": format!("glagent k8s_proxy {today}"), "scopes": ["k8s_proxy"], "expires_at": tomorrow.to_string()}),
                 )
                 .await?;
-            let token = created["token"].as_str().context("kas returned no token")?.to_string();
+            let token = created.token;
             if let Some(dir) = cache.parent() {
                 std::fs::create_dir_all(dir)?;
             }

@@ -1,9 +1,9 @@
 //! Tables for people.
 
-use serde_json::Value;
+use glagent_api_types::{Agent, Connection};
 
 /// One line per agent: name, id, status, versions, warnings.
-pub fn agent_table(rows: &[(Value, Vec<Value>)]) -> String {
+pub fn agent_table(rows: &[(Agent, Vec<Connection>)]) -> String {
     let mut lines = vec![[
         "NAME".to_string(),
         "ID".into(),
@@ -19,25 +19,21 @@ pub fn agent_table(rows: &[(Value, Vec<Value>)]) -> String {
         };
         let mut versions: Vec<&str> = connections
             .iter()
-            .filter_map(|c| c["metadata"]["version"].as_str())
+            .filter_map(|c| c.metadata.as_ref())
+            .map(|info| info.version.as_str())
             .collect();
         versions.sort_unstable();
         versions.dedup();
-        let mut warnings: Vec<String> = connections
+        let mut warnings: Vec<&str> = connections
             .iter()
-            .flat_map(|c| c["warnings"].as_array().cloned().unwrap_or_default())
-            .filter_map(|w| {
-                w.as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(|v| v["message"].as_str())
-                    .map(str::to_string)
-            })
+            .flat_map(|c| &c.warnings)
+            .map(|w| w.message())
             .collect();
         warnings.sort();
         warnings.dedup();
         lines.push([
-            agent["name"].as_str().unwrap_or_default().to_string(),
-            agent["id"].to_string(),
+            agent.name.clone(),
+            agent.id.to_string(),
             status,
             if versions.is_empty() {
                 "-".into()
@@ -71,18 +67,40 @@ pub fn agent_table(rows: &[(Value, Vec<Value>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use glagent_api_types::{AgentInfo, ConfigProject, ConnectionWarning};
     use glagent_core::version::{mixed_versions_warning, version_warning};
-    use serde_json::json;
 
-    fn connection(version: &str, kas: &str, mixed: Option<String>) -> Value {
-        let mut warnings = Vec::new();
-        if let Some(message) = version_warning(version, kas) {
-            warnings.push(json!({"version": {"message": message}}));
+    fn agent(name: &str, id: i64) -> Agent {
+        Agent {
+            config_project: ConfigProject {
+                created_at: String::new(),
+                description: String::new(),
+                id: 1,
+                name: "cluster-config".into(),
+                name_with_namespace: "root / cluster-config".into(),
+                path: "cluster-config".into(),
+                path_with_namespace: "root/cluster-config".into(),
+            },
+            created_at: String::new(),
+            created_by_user_id: Some(1),
+            id,
+            name: name.into(),
         }
-        if let Some(message) = mixed {
-            warnings.push(json!({"mixed_versions": {"message": message}}));
+    }
+
+    fn connection(version: &str, kas: &str, mixed: Option<String>) -> Connection {
+        let version_warning = version_warning(version, kas).map(|message| ConnectionWarning::Version { message });
+        let mixed = mixed.map(|message| ConnectionWarning::MixedVersions { message });
+        Connection {
+            agent_id: 1,
+            connected_at: String::new(),
+            connection_id: 1,
+            metadata: Some(AgentInfo {
+                version: version.into(),
+                ..AgentInfo::default()
+            }),
+            warnings: version_warning.into_iter().chain(mixed).collect(),
         }
-        json!({"metadata": {"version": version}, "warnings": warnings})
     }
 
     #[test]
@@ -105,9 +123,9 @@ mod tests {
         for (name, versions, _) in &cases {
             let mixed = mixed_versions_warning(versions);
             let connections = versions.iter().map(|v| connection(v, kas, mixed.clone())).collect();
-            rows.push((json!({"name": name, "id": rows.len() + 1}), connections));
+            rows.push((agent(name, rows.len() as i64 + 1), connections));
         }
-        rows.push((json!({"name": "idle", "id": 99}), vec![]));
+        rows.push((agent("idle", 99), vec![]));
         let table = agent_table(&rows);
         for (name, _, warning) in &cases {
             let line = table.lines().find(|l| l.starts_with(name)).unwrap();

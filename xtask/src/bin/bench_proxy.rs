@@ -1,7 +1,10 @@
 //! The Kubernetes API proxy benchmark, run by `cargo xtask bench proxy`
 //! (release builds). Against one real kube-apiserver, in one run, the same
-//! requests go three ways: directly, through kas + agentk, and through
-//! `kubectl proxy`. Prints the figures and a `RESULT` line.
+//! requests go several ways: directly, through kas + agentk, through
+//! `kubectl proxy`, through two bare TCP relays and, when
+//! `GLAGENT_BENCH_BASELINE` names a directory holding another build's `kas`
+//! and `agentk`, through that pair too (old build against new build,
+//! requests alternating). Prints the figures and a `RESULT` line.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -258,53 +261,11 @@ async fn bench() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     // kas + agentk (release builds), user access as the agent.
-    let kas = Kas::start(&release.join("kas"), KasOptions::default()).await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        kas.http()
-            .request(method, kas.api(path))
-            .header("PRIVATE-TOKEN", &kas.root_token)
-            .json(&body)
-            .send()
+    let (kas, _agentk, via) = start_pair("kas+agentk", &release, &env).await?;
+    let baseline = match std::env::var_os("GLAGENT_BENCH_BASELINE") {
+        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), &env).await?),
+        None => None,
     };
-    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "bench"}))
-        .await?
-        .json()
-        .await?;
-    let pid = project["id"].as_i64().context("project id")?;
-    let agent: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents"),
-        json!({"name": "bench"}),
-    )
-    .await?
-    .json()
-    .await?;
-    let aid = agent["id"].as_i64().context("agent id")?;
-    let token: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
-        json!({"name": "t"}),
-    )
-    .await?
-    .json()
-    .await?;
-    api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
-        json!({"branch": "main", "commit_message": "c", "content": "user_access:\n  projects:\n    - id: root/bench\n"}),
-    )
-    .await?;
-    let mut agentk = Agentk::start(
-        &release.join("agentk"),
-        AgentkOptions {
-            kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
-            token: token["token"].as_str().context("token")?.to_string(),
-            ca_file: Some(kas.ca_file()),
-            kubeconfig: Some(env.kubeconfig_path()),
-            ..Default::default()
-        },
-    );
-    agentk.wait_ready(Duration::from_secs(30)).await;
 
     // kubectl proxy, a proxy users know.
     let proxy_port = glagent_test_support::free_port();
@@ -342,12 +303,6 @@ async fn bench() -> Result<()> {
             .build()?,
         token: Some(ADMIN_TOKEN.to_string()),
     };
-    let via = Path {
-        name: "kas+agentk",
-        base: format!("{}/-/kubernetes-agent/k8s-proxy", kas.url),
-        http: kas.http(),
-        token: Some(format!("pat:{aid}:{}", kas.root_token)),
-    };
     let kproxy = Path {
         name: "kubectl proxy",
         base: format!("http://127.0.0.1:{proxy_port}"),
@@ -368,7 +323,10 @@ async fn bench() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let paths = [&direct, &via, &kproxy, &relays];
+    let mut paths = vec![&direct, &via, &kproxy, &relays];
+    if let Some((_, _, path)) = &baseline {
+        paths.push(path);
+    }
     let gets = bench_get(&paths, &ns).await?;
     let mut results = Vec::new();
     for (path, (p50, p99)) in paths.iter().zip(gets) {
@@ -382,12 +340,20 @@ async fn bench() -> Result<()> {
         );
         results.push((p50, p99, list));
     }
-    let watch = bench_watch(&[&direct, &via], &ns, &configmaps).await?;
+    let mut watched = vec![&direct, &via];
+    if let Some((_, _, path)) = &baseline {
+        watched.push(path);
+    }
+    let watch = bench_watch(&watched, &ns, &configmaps).await?;
     let (watch_direct, watch_via) = (watch[0], watch[1]);
     println!(
-        "watch event p99 over {WATCHES} watches x {WATCH_EVENTS} events: direct {:.2} ms, kas+agentk {:.2} ms",
+        "watch event p99 over {WATCHES} watches x {WATCH_EVENTS} events: direct {:.2} ms, kas+agentk {:.2} ms{}",
         ms(watch_direct),
-        ms(watch_via)
+        ms(watch_via),
+        watch
+            .get(2)
+            .map(|w| format!(", baseline {:.2} ms", ms(*w)))
+            .unwrap_or_default()
     );
     let _ = kubectl_proxy.kill();
     let _ = kubectl_proxy.wait();
@@ -401,5 +367,75 @@ async fn bench() -> Result<()> {
         ms(k.0) / ms(d.0),
         ms(r.0) / ms(d.0),
     );
+    if let (Some(b), Some(watch_baseline)) = (results.get(4), watch.get(2)) {
+        println!(
+            "RESULT vs_baseline_get_p50_ratio={:.2} vs_baseline_get_p99_ratio={:.2} vs_baseline_list_ratio={:.2} vs_baseline_watch_p99_extra_ms={:.2} baseline_get_p50_ratio={:.2}",
+            ms(v.0) / ms(b.0),
+            ms(v.1) / ms(b.1),
+            v.2 / b.2,
+            ms(watch_via) - ms(*watch_baseline),
+            ms(b.0) / ms(d.0),
+        );
+    }
+    drop(kas);
     Ok(())
+}
+
+/// A kas and an agentk from `binaries`, connected, with user access as the
+/// agent for root, and the path that reaches the API server through them.
+async fn start_pair(name: &'static str, binaries: &std::path::Path, env: &KubeEnv) -> Result<(Kas, Agentk, Path)> {
+    let kas = Kas::start(&binaries.join("kas"), KasOptions::default()).await;
+    let api = |method: reqwest::Method, path: &str, body: Value| {
+        kas.http()
+            .request(method, kas.api(path))
+            .header("PRIVATE-TOKEN", &kas.root_token)
+            .json(&body)
+            .send()
+    };
+    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "bench"}))
+        .await?
+        .json()
+        .await?;
+    let pid = project["id"].as_i64().context("project id")?;
+    let agent: Value = api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/cluster_agents"),
+        json!({"name": "bench"}),
+    )
+    .await?
+    .json()
+    .await?;
+    let aid = agent["id"].as_i64().context("agent id")?;
+    let token: Value = api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
+        json!({"name": "t"}),
+    )
+    .await?
+    .json()
+    .await?;
+    api(
+        reqwest::Method::POST,
+        &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
+        json!({"branch": "main", "commit_message": "c", "content": "user_access:\n  projects:\n    - id: root/bench\n"}),
+    )
+    .await?;
+    let mut agentk = Agentk::start(
+        &binaries.join("agentk"),
+        AgentkOptions {
+            kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
+            token: token["token"].as_str().context("token")?.to_string(),
+            ca_file: Some(kas.ca_file()),
+            kubeconfig: Some(env.kubeconfig_path()),
+            ..Default::default()
+        },
+    );
+    agentk.wait_ready(Duration::from_secs(30)).await;
+    let path = Path {
+        name,
+        base: format!("{}/-/kubernetes-agent/k8s-proxy", kas.url),
+        http: kas.http(),
+        token: Some(format!("pat:{aid}:{}", kas.root_token)),
+    };
+    Ok((kas, agentk, path))
 }

@@ -67,12 +67,14 @@ async fn the_kpt_package_creates_the_charts_objects_and_the_agent_connects() {
     );
 
     let agent_dir = dir.path().join("agent");
+    // A release name of its own: the install tests, running at the same
+    // time, look for what release `edge` leaves behind cluster-wide.
     let namespace = glagent_test_support::unique("kpt-agent");
     std::fs::write(agent_dir.join("token"), format!("{}\n", setup.token)).unwrap();
     let setters = std::fs::read_to_string(agent_dir.join("setters.yaml")).unwrap();
     let setters = setters
         .replace("namespace: gitlab-agent", &format!("namespace: {namespace}"))
-        .replace("name: gitlab-agent", "name: edge")
+        .replace("name: gitlab-agent", "name: kpt-edge")
         .replace(
             "kas-address: wss://kas.example.com/-/kubernetes-agent/",
             &format!("kas-address: {}", setup.wss()),
@@ -134,11 +136,11 @@ spec:
         .unwrap();
     let applied = String::from_utf8_lossy(&apply.stdout).to_string();
     assert!(
-        applied.contains("deployment.apps/edge-gitlab-agent apply successful"),
+        applied.contains("deployment.apps/kpt-edge-gitlab-agent apply successful"),
         "{applied}"
     );
     assert!(
-        applied.contains("secret/edge-gitlab-agent-token apply successful"),
+        applied.contains("secret/kpt-edge-gitlab-agent-token apply successful"),
         "{applied}"
     );
     assert!(!applied.contains("apply failed"), "{applied}");
@@ -147,7 +149,7 @@ spec:
     let helm_out = Command::new(helm(3))
         .args([
             "template",
-            "edge",
+            "kpt-edge",
             CHART,
             "--namespace",
             &namespace,
@@ -183,7 +185,7 @@ spec:
             "-n",
             &namespace,
             "-l",
-            "app.kubernetes.io/instance=edge",
+            "app.kubernetes.io/instance=kpt-edge",
             "-o",
             "jsonpath={range .items[*]}{.kind}/{.metadata.name}{\"\\n\"}{end}",
         ],
@@ -194,7 +196,7 @@ spec:
         &[
             "get",
             "clusterrolebinding",
-            &format!("edge-gitlab-agent-{namespace}"),
+            &format!("kpt-edge-gitlab-agent-{namespace}"),
             "-o",
             "jsonpath={.kind}/{.metadata.name}",
         ],
@@ -203,6 +205,6 @@ spec:
     kpt_objects.sort();
     assert_eq!(kpt_objects, chart_objects);
 
-    let _agent = run_as_the_chart_says(&namespace, "edge", dir.path()).await;
+    let _agent = run_as_the_chart_says(&namespace, "kpt-edge", dir.path()).await;
     assert_eq!(setup.connections().await.len(), 1);
 }

@@ -25,6 +25,7 @@ mod user_access;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use glagent_api_types as api;
 use glagent_test_support::agentk::{Agentk, AgentkOptions};
 use glagent_test_support::kas::{Kas, KasOptions};
 use serde_json::{Value, json};
@@ -62,29 +63,30 @@ impl Setup {
     pub async fn with_options(options: KasOptions) -> Setup {
         let kas = Kas::start(&kas(), options).await;
         let (_, project) = call(&kas, "POST", "/projects", Some(json!({"name": "cluster-config"}))).await;
-        let project_id = project["id"].as_i64().unwrap();
+        let project: api::Project = serde_json::from_value(project).unwrap();
         let (_, agent) = call(
             &kas,
             "POST",
-            &format!("/projects/{project_id}/cluster_agents"),
+            &format!("/projects/{}/cluster_agents", project.id),
             Some(json!({"name": "edge"})),
         )
         .await;
-        let agent_id = agent["id"].as_i64().unwrap();
+        let agent: api::Agent = serde_json::from_value(agent).unwrap();
         let (_, token) = call(
             &kas,
             "POST",
-            &format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens"),
+            &format!("/projects/{}/cluster_agents/{}/tokens", project.id, agent.id),
             Some(json!({"name": "test"})),
         )
         .await;
+        let token: api::CreatedAgentToken = serde_json::from_value(token).unwrap();
         Setup {
-            project_path: project["path_with_namespace"].as_str().unwrap().to_string(),
             kas,
-            project_id,
-            agent_id,
-            token_id: token["id"].as_i64().unwrap(),
-            token: token["token"].as_str().unwrap().to_string(),
+            project_id: project.id,
+            project_path: project.path_with_namespace,
+            agent_id: agent.id,
+            token_id: token.id,
+            token: token.token,
         }
     }
 

@@ -154,6 +154,13 @@ async fn access_as_user_shows_the_api_server_the_gitlab_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_as_user_refuses_a_clients_own_impersonation() {
     let Fixture { ns, kc, .. } = &Fixture::start(Some("user"), "nested", "una").await;
+    // kubectl prints a refused discovery request as "rejected for an unknown
+    // reason", whatever the body says: discover first, as any session has.
+    let (_, _, stderr) = kubectl(KUBECTLS[1], kc, &["-n", ns, "get", "secrets"], None);
+    assert!(
+        stderr.contains(r#"User "gitlab:user:una" cannot list resource "secrets""#),
+        "without --as the API server decides, as the imposed user: {stderr}"
+    );
     // The client's own impersonation is refused while an identity is imposed.
     let (nested, _, stderr) = kubectl(
         KUBECTLS[1],
