@@ -261,9 +261,9 @@ async fn bench() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     // kas + agentk (release builds), user access as the agent.
-    let (kas, _agentk, via) = start_pair("kas+agentk", &release, &env).await?;
+    let (kas, _agentk, via) = start_pair("kas+agentk", &release, env).await?;
     let baseline = match std::env::var_os("GLAGENT_BENCH_BASELINE") {
-        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), &env).await?),
+        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), env).await?),
         None => None,
     };
 
