@@ -105,10 +105,7 @@ pub async fn create_job(
     };
     require(level, AccessLevel::Developer)?;
     let token = secret::new_job_token();
-    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(expires_in);
-    let expires_at = expires_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let expires_at = glagent_store::Timestamp::from_now(std::time::Duration::from_secs(expires_in as u64));
     let job = state
         .store
         .create_ci_job(&NewCiJob {

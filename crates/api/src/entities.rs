@@ -16,7 +16,7 @@ pub fn user(state: &Api, user: &User, with_private: bool) -> api::User {
     api::User {
         avatar_url: None,
         bot: false,
-        created_at: user.created_at.clone(),
+        created_at: user.created_at.to_string(),
         email: with_private.then(|| user.email.clone()),
         id: user.id,
         is_admin: with_private.then_some(user.is_admin),
@@ -36,7 +36,7 @@ pub fn member(state: &Api, user: &User, member: &Member) -> api::Member {
         access_level: member.access_level,
         avatar_url: user.avatar_url,
         bot: user.bot,
-        created_at: member.created_at.clone(),
+        created_at: member.created_at.to_string(),
         expires_at: None,
         id: user.id,
         locked: user.locked,
@@ -54,7 +54,7 @@ fn spaced(full_path: &str) -> String {
 
 pub fn group(state: &Api, group: &Namespace) -> api::Group {
     api::Group {
-        created_at: group.created_at.clone(),
+        created_at: group.created_at.to_string(),
         description: group.description.clone(),
         full_name: spaced(&group.full_path),
         full_path: group.full_path.clone(),
@@ -84,7 +84,7 @@ fn namespace(state: &Api, ns: &Namespace) -> api::Namespace {
 
 pub fn project(state: &Api, project: &Project, ns: &Namespace) -> api::Project {
     api::Project {
-        created_at: project.created_at.clone(),
+        created_at: project.created_at.to_string(),
         creator_id: project.creator_id,
         default_branch: project.default_branch.clone(),
         description: project.description.clone(),
@@ -103,7 +103,7 @@ pub fn project(state: &Api, project: &Project, ns: &Namespace) -> api::Project {
 
 fn config_project(project: &Project, ns: &Namespace) -> api::ConfigProject {
     api::ConfigProject {
-        created_at: project.created_at.clone(),
+        created_at: project.created_at.to_string(),
         description: project.description.clone(),
         id: project.id,
         name: project.name.clone(),
@@ -116,7 +116,7 @@ fn config_project(project: &Project, ns: &Namespace) -> api::ConfigProject {
 pub fn agent(agent: &Agent, project: &Project, ns: &Namespace) -> api::Agent {
     api::Agent {
         config_project: config_project(project, ns),
-        created_at: agent.created_at.clone(),
+        created_at: agent.created_at.to_string(),
         created_by_user_id: agent.created_by_user_id,
         id: agent.id,
         name: agent.name.clone(),
@@ -134,11 +134,11 @@ fn agent_token_status(status: AgentTokenStatus) -> api::AgentTokenStatus {
 pub fn agent_token(token: &AgentToken, with_last_used: bool) -> api::AgentToken {
     api::AgentToken {
         agent_id: token.agent_id,
-        created_at: token.created_at.clone(),
+        created_at: token.created_at.to_string(),
         created_by_user_id: token.created_by_user_id,
         description: token.description.clone(),
         id: token.id,
-        last_used_at: with_last_used.then(|| token.last_used_at.clone()),
+        last_used_at: with_last_used.then(|| token.last_used_at.map(|t| t.to_string())),
         name: token.name.clone(),
         status: agent_token_status(token.status),
     }
@@ -148,7 +148,7 @@ pub fn agent_token(token: &AgentToken, with_last_used: bool) -> api::AgentToken 
 pub fn created_agent_token(token: &AgentToken, secret: &str, install_command: String) -> api::CreatedAgentToken {
     api::CreatedAgentToken {
         agent_id: token.agent_id,
-        created_at: token.created_at.clone(),
+        created_at: token.created_at.to_string(),
         created_by_user_id: token.created_by_user_id,
         description: token.description.clone(),
         id: token.id,
@@ -172,7 +172,7 @@ pub fn connection(connection: &ConnectionSummary, mixed_versions: Option<&str>) 
     });
     api::Connection {
         agent_id: connection.agent_id,
-        connected_at: connection.connected_at.clone(),
+        connected_at: connection.connected_at.to_string(),
         connection_id: connection.connection_id,
         metadata: connection.metadata.clone(),
         warnings: version.into_iter().chain(mixed).collect(),
@@ -181,16 +181,12 @@ pub fn connection(connection: &ConnectionSummary, mixed_versions: Option<&str>) 
 
 /// A personal access token as GitLab lists it (never the secret).
 pub fn personal_access_token(record: &PersonalAccessToken) -> api::PersonalAccessToken {
-    let expired = record
-        .expires_at
-        .as_deref()
-        .is_some_and(|d| glagent_store::is_past(&format!("{d}T23:59:59Z")));
     api::PersonalAccessToken {
-        active: !record.revoked && !expired,
-        created_at: record.created_at.clone(),
+        active: !record.revoked && !record.is_expired(),
+        created_at: record.created_at.to_string(),
         expires_at: record.expires_at.clone(),
         id: record.id,
-        last_used_at: record.last_used_at.clone(),
+        last_used_at: record.last_used_at.map(|t| t.to_string()),
         name: record.name.clone(),
         revoked: record.revoked,
         scopes: record.scopes.clone(),
@@ -202,7 +198,7 @@ pub fn personal_access_token(record: &PersonalAccessToken) -> api::PersonalAcces
 pub fn created_personal_access_token(record: &PersonalAccessToken, secret: &str) -> api::CreatedPersonalAccessToken {
     api::CreatedPersonalAccessToken {
         active: true,
-        created_at: record.created_at.clone(),
+        created_at: record.created_at.to_string(),
         expires_at: record.expires_at.clone(),
         id: record.id,
         name: record.name.clone(),
@@ -216,7 +212,7 @@ pub fn created_personal_access_token(record: &PersonalAccessToken, secret: &str)
 /// A new CI job with its job token.
 pub fn created_ci_job(job: &CiJob, secret: &str) -> api::CreatedCiJob {
     api::CreatedCiJob {
-        expires_at: job.expires_at.clone(),
+        expires_at: job.expires_at.to_string(),
         job_id: job.job_id,
         pipeline_id: job.pipeline_id,
         project_id: job.project_id,

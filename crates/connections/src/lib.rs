@@ -48,7 +48,7 @@ impl Connections {
         if let Some(routing) = &self.routing {
             found.extend(routing.remote_connections(&services.store, agent_id).await);
         }
-        found.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        found.sort_by_key(|c| c.connected_at);
         found
     }
 }

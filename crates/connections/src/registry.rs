@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Body;
 use glagent_proto::AgentInfo;
 use glagent_services::events::AccessChange;
+use glagent_store::Timestamp;
 use hyper::client::conn::http2::SendRequest;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ pub struct AgentConnection {
     pub token_id: i64,
     /// The id the agent process chose (random per process).
     pub connection_id: u64,
-    pub connected_at: String,
+    pub connected_at: Timestamp,
     pub info: Mutex<Option<AgentInfo>>,
     pub sender: SendRequest<Body>,
     /// Cancelled to close the connection (token revoked, agent deleted).
@@ -36,7 +37,7 @@ impl AgentConnection {
         ConnectionSummary {
             connection_id: self.connection_id,
             agent_id: self.agent_id,
-            connected_at: self.connected_at.clone(),
+            connected_at: self.connected_at,
             metadata: self.info(),
         }
     }
@@ -47,7 +48,7 @@ impl AgentConnection {
 pub struct ConnectionSummary {
     pub connection_id: u64,
     pub agent_id: i64,
-    pub connected_at: String,
+    pub connected_at: Timestamp,
     pub metadata: Option<AgentInfo>,
 }
 
@@ -182,7 +183,7 @@ mod tests {
             project_id: 1,
             token_id: 1,
             connection_id: 0,
-            connected_at: String::new(),
+            connected_at: Timestamp::now(),
             info: Mutex::new(None),
             sender,
             close: CancellationToken::new(),

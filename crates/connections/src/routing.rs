@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use glagent_services::cache::TtlCache;
-use glagent_store::Store;
+use glagent_store::{Store, Timestamp};
 use hmac::{Hmac, KeyInit, Mac};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -176,9 +176,9 @@ impl Routing {
 
     /// Records that this replica holds a connection of the agent.
     pub async fn announce(&self, store: &Store, agent_id: i64) {
-        let expires_at = glagent_store::from_now(ROUTE_TTL);
+        let expires_at = Timestamp::from_now(ROUTE_TTL);
         if let Err(error) = store
-            .put_agent_route(agent_id, &self.replica_id, &self.private_url, &expires_at)
+            .put_agent_route(agent_id, &self.replica_id, &self.private_url, expires_at)
             .await
         {
             tracing::warn!(agent_id, %error, "could not record the agent's route");
@@ -206,10 +206,10 @@ impl Routing {
             tick.tick().await;
             let mut agents = registry.agent_ids();
             agents.dedup();
-            let expires_at = glagent_store::from_now(ROUTE_TTL);
-            let forget_before = glagent_store::before_now(Duration::from_secs(3600));
+            let expires_at = Timestamp::from_now(ROUTE_TTL);
+            let forget_before = Timestamp::before_now(Duration::from_secs(3600));
             match store
-                .refresh_agent_routes(&self.replica_id, &expires_at, &forget_before)
+                .refresh_agent_routes(&self.replica_id, expires_at, forget_before)
                 .await
             {
                 Ok(refreshed) if refreshed as usize == agents.len() => {}

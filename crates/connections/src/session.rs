@@ -65,7 +65,7 @@ pub async fn run<S>(
         project_id: project.id,
         token_id: token.id,
         connection_id,
-        connected_at: glagent_store::now(),
+        connected_at: glagent_store::Timestamp::now(),
         info: Mutex::new(None),
         sender,
         close: CancellationToken::new(),

@@ -35,7 +35,7 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Caller, AuthErro
         Err(StoreError::NotFound) => return Err(AuthError::Unauthorized),
         Err(other) => return Err(other.into()),
     };
-    if record.revoked || record.expires_at.as_deref().is_some_and(expired) {
+    if record.revoked || record.is_expired() {
         return Err(AuthError::Unauthorized);
     }
     let user = match store.user(record.user_id).await {
@@ -45,15 +45,9 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Caller, AuthErro
     };
     let stale = record
         .last_used_at
-        .as_deref()
-        .is_none_or(|t| glagent_store::is_older_than(t, Duration::from_secs(60)));
+        .is_none_or(|t| t.is_older_than(Duration::from_secs(60)));
     if stale && let Err(error) = store.touch_personal_access_token(record.id).await {
         tracing::warn!(%error, "could not record token use");
     }
     Ok(Caller { user, token: record })
-}
-
-/// PAT expiry dates are days: a token expires at the end of its day.
-fn expired(expires_at: &str) -> bool {
-    glagent_store::is_past(&format!("{expires_at}T23:59:59Z"))
 }

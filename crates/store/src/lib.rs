@@ -9,6 +9,7 @@
 //! as digests (see `glagent_core::secret`).
 
 mod models;
+mod timestamp;
 
 use std::str::FromStr;
 
@@ -16,10 +17,9 @@ use glagent_core::access::AccessLevel;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use thiserror::Error;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub use models::*;
+pub use timestamp::{BadTimestamp, Timestamp};
 
 /// The most active agent tokens one agent may have, as in GitLab.
 pub const MAX_ACTIVE_AGENT_TOKENS: i64 = 2;
@@ -74,39 +74,9 @@ pub struct Paged<T> {
     pub total: i64,
 }
 
-/// The current time as stored: RFC 3339, UTC, millisecond precision.
-pub fn now() -> String {
-    from_now(std::time::Duration::ZERO)
-}
-
-/// A time `ahead` from now, as stored.
-pub fn from_now(ahead: std::time::Duration) -> String {
-    format_time(OffsetDateTime::now_utc() + ahead)
-}
-
-/// A time `back` before now, as stored.
-pub fn before_now(back: std::time::Duration) -> String {
-    format_time(OffsetDateTime::now_utc() - back)
-}
-
-fn format_time(at: OffsetDateTime) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    at.format(&format).unwrap_or_default()
-}
-
-/// Whether an RFC 3339 time stored here lies in the past.
-pub fn is_past(timestamp: &str) -> bool {
-    OffsetDateTime::parse(timestamp, &Rfc3339)
-        .map(|t| t < OffsetDateTime::now_utc())
-        .unwrap_or(false)
-}
-
-/// Whether an RFC 3339 time stored here is more than `age` ago.
-pub fn is_older_than(timestamp: &str, age: std::time::Duration) -> bool {
-    OffsetDateTime::parse(timestamp, &Rfc3339)
-        .map(|t| OffsetDateTime::now_utc() - t > age)
-        .unwrap_or(true)
+/// The current time as stored.
+fn now() -> String {
+    Timestamp::now().to_string()
 }
 
 #[derive(Clone, Debug)]
@@ -671,7 +641,7 @@ impl Store {
         agent_id: i64,
         replica_id: &str,
         private_url: &str,
-        expires_at: &str,
+        expires_at: Timestamp,
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO agent_routes (agent_id, replica_id, private_url, expires_at) VALUES ($1, $2, $3, $4) \
@@ -680,7 +650,7 @@ impl Store {
         .bind(agent_id)
         .bind(replica_id)
         .bind(private_url)
-        .bind(expires_at)
+        .bind(expires_at.to_string())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -689,15 +659,20 @@ impl Store {
     /// Extends every route of `replica_id` to `expires_at` and deletes routes
     /// of any replica that expired before `forget_before` (replicas that
     /// died). Returns how many of this replica's routes were extended.
-    pub async fn refresh_agent_routes(&self, replica_id: &str, expires_at: &str, forget_before: &str) -> Result<u64> {
+    pub async fn refresh_agent_routes(
+        &self,
+        replica_id: &str,
+        expires_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<u64> {
         let refreshed = sqlx::query("UPDATE agent_routes SET expires_at = $1 WHERE replica_id = $2")
-            .bind(expires_at)
+            .bind(expires_at.to_string())
             .bind(replica_id)
             .execute(&self.pool)
             .await?
             .rows_affected();
         sqlx::query("DELETE FROM agent_routes WHERE expires_at < $1")
-            .bind(forget_before)
+            .bind(forget_before.to_string())
             .execute(&self.pool)
             .await?;
         Ok(refreshed)
@@ -771,7 +746,7 @@ impl Store {
         .bind(&job.environment_slug)
         .bind(&job.environment_tier)
         .bind(&job.token_digest)
-        .bind(&job.expires_at)
+        .bind(job.expires_at.to_string())
         .bind(now())
         .fetch_one(&self.pool)
         .await

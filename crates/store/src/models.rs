@@ -8,6 +8,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::Timestamp;
+
 /// A column whose value is not one the store writes.
 #[derive(Debug, thiserror::Error)]
 #[error("column {column} holds {value:?}, which this kas cannot read")]
@@ -21,6 +23,17 @@ fn bad(column: &'static str, value: impl std::fmt::Display) -> sqlx::Error {
         column,
         value: value.to_string(),
     }))
+}
+
+fn time(row: &AnyRow, column: &'static str) -> sqlx::Result<Timestamp> {
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn optional_time(row: &AnyRow, column: &'static str) -> sqlx::Result<Option<Timestamp>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| t.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
 }
 
 fn flag(row: &AnyRow, column: &'static str) -> sqlx::Result<bool> {
@@ -38,7 +51,7 @@ pub struct User {
     pub name: String,
     pub email: String,
     pub is_admin: bool,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl sqlx::FromRow<'_, AnyRow> for User {
@@ -49,7 +62,7 @@ impl sqlx::FromRow<'_, AnyRow> for User {
             name: row.try_get("name")?,
             email: row.try_get("email")?,
             is_admin: flag(row, "is_admin")?,
-            created_at: row.try_get("created_at")?,
+            created_at: time(row, "created_at")?,
         })
     }
 }
@@ -72,13 +85,22 @@ pub struct PersonalAccessToken {
     /// A day, `YYYY-MM-DD`: the token works until the end of it.
     pub expires_at: Option<String>,
     pub revoked: bool,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }
 
 impl PersonalAccessToken {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Expiry dates are days: a token expires at the end of its day (UTC).
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.as_deref().is_some_and(|day| {
+            format!("{day}T23:59:59.999Z")
+                .parse::<Timestamp>()
+                .is_ok_and(|end| end.is_past())
+        })
     }
 }
 
@@ -97,8 +119,8 @@ impl sqlx::FromRow<'_, AnyRow> for PersonalAccessToken {
             token_digest: row.try_get("token_digest")?,
             expires_at: row.try_get("expires_at")?,
             revoked: flag(row, "revoked")?,
-            created_at: row.try_get("created_at")?,
-            last_used_at: row.try_get("last_used_at")?,
+            created_at: time(row, "created_at")?,
+            last_used_at: optional_time(row, "last_used_at")?,
         })
     }
 }
@@ -138,7 +160,7 @@ pub struct Namespace {
     pub parent_id: Option<i64>,
     pub owner_id: Option<i64>,
     pub description: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl Namespace {
@@ -163,7 +185,7 @@ impl sqlx::FromRow<'_, AnyRow> for Namespace {
             parent_id: row.try_get("parent_id")?,
             owner_id: row.try_get("owner_id")?,
             description: row.try_get("description")?,
-            created_at: row.try_get("created_at")?,
+            created_at: time(row, "created_at")?,
         })
     }
 }
@@ -189,7 +211,8 @@ pub struct Project {
     pub description: String,
     pub default_branch: String,
     pub creator_id: i64,
-    pub created_at: String,
+    #[sqlx(try_from = "String")]
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug)]
@@ -223,7 +246,7 @@ impl MemberSource {
 pub struct Member {
     pub user_id: i64,
     pub access_level: AccessLevel,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl sqlx::FromRow<'_, AnyRow> for Member {
@@ -232,7 +255,7 @@ impl sqlx::FromRow<'_, AnyRow> for Member {
         Ok(Member {
             user_id: row.try_get("user_id")?,
             access_level: AccessLevel::try_from(level).map_err(|_| bad("members.access_level", level))?,
-            created_at: row.try_get("created_at")?,
+            created_at: time(row, "created_at")?,
         })
     }
 }
@@ -243,7 +266,8 @@ pub struct Agent {
     pub project_id: i64,
     pub name: String,
     pub created_by_user_id: Option<i64>,
-    pub created_at: String,
+    #[sqlx(try_from = "String")]
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug)]
@@ -255,9 +279,9 @@ pub struct AgentToken {
     pub token_digest: String,
     pub status: AgentTokenStatus,
     pub created_by_user_id: Option<i64>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// GitLab's agent token statuses.
@@ -282,9 +306,9 @@ impl sqlx::FromRow<'_, AnyRow> for AgentToken {
                 other => return Err(bad("cluster_agent_tokens.status", other)),
             },
             created_by_user_id: row.try_get("created_by_user_id")?,
-            created_at: row.try_get("created_at")?,
-            last_used_at: row.try_get("last_used_at")?,
-            revoked_at: row.try_get("revoked_at")?,
+            created_at: time(row, "created_at")?,
+            last_used_at: optional_time(row, "last_used_at")?,
+            revoked_at: optional_time(row, "revoked_at")?,
         })
     }
 }
@@ -306,7 +330,8 @@ pub struct PushEvent {
     pub before_sha: String,
     pub after_sha: String,
     pub user_id: Option<i64>,
-    pub created_at: String,
+    #[sqlx(try_from = "String")]
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug)]
@@ -330,15 +355,15 @@ pub struct CiJob {
     pub environment_slug: Option<String>,
     pub environment_tier: Option<String>,
     pub token_digest: String,
-    pub expires_at: String,
+    pub expires_at: Timestamp,
     pub finished: bool,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 impl CiJob {
     /// A job token works while the job runs and before it expires.
     pub fn is_active(&self) -> bool {
-        !self.finished && !crate::is_past(&self.expires_at)
+        !self.finished && !self.expires_at.is_past()
     }
 }
 
@@ -354,9 +379,9 @@ impl sqlx::FromRow<'_, AnyRow> for CiJob {
             environment_slug: row.try_get("environment_slug")?,
             environment_tier: row.try_get("environment_tier")?,
             token_digest: row.try_get("token_digest")?,
-            expires_at: row.try_get("expires_at")?,
+            expires_at: time(row, "expires_at")?,
             finished: flag(row, "finished")?,
-            created_at: row.try_get("created_at")?,
+            created_at: time(row, "created_at")?,
         })
     }
 }
@@ -372,5 +397,5 @@ pub struct NewCiJob {
     pub environment_slug: Option<String>,
     pub environment_tier: Option<String>,
     pub token_digest: String,
-    pub expires_at: String,
+    pub expires_at: Timestamp,
 }

@@ -282,18 +282,18 @@ async fn agent_routes_expire_and_are_withdrawn(store: Store) {
     let g = group(&store, "g", None).await;
     let p = project(&store, &g, "p", alice.id).await;
     let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
-    let later = glagent_store::from_now(Duration::from_secs(30));
+    let later = Timestamp::from_now(Duration::from_secs(30));
     store
-        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .put_agent_route(agent.id, "r1", "http://a:1", later)
         .await
         .unwrap();
     store
-        .put_agent_route(agent.id, "r2", "http://b:1", &later)
+        .put_agent_route(agent.id, "r2", "http://b:1", later)
         .await
         .unwrap();
     // A refresh moves the URL and the expiry, it adds no row.
     store
-        .put_agent_route(agent.id, "r2", "http://b:2", &later)
+        .put_agent_route(agent.id, "r2", "http://b:2", later)
         .await
         .unwrap();
     assert_eq!(store.agent_routes(agent.id, "r1").await.unwrap(), ["http://b:2"]);
@@ -302,41 +302,32 @@ async fn agent_routes_expire_and_are_withdrawn(store: Store) {
         ["http://a:1", "http://b:2"]
     );
     // Expired rows are not routes.
-    let past = glagent_store::from_now(Duration::ZERO);
-    store
-        .put_agent_route(agent.id, "r2", "http://b:2", &past)
-        .await
-        .unwrap();
+    let past = Timestamp::now();
+    store.put_agent_route(agent.id, "r2", "http://b:2", past).await.unwrap();
     assert_eq!(store.agent_routes(agent.id, "r3").await.unwrap(), ["http://a:1"]);
     store.delete_agent_routes("r1", Some(agent.id)).await.unwrap();
     assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
     store
-        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .put_agent_route(agent.id, "r1", "http://a:1", later)
         .await
         .unwrap();
     store.delete_agent_routes("r1", None).await.unwrap();
     assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
     // A refresh extends this replica's routes and forgets long-dead ones.
-    store
-        .put_agent_route(agent.id, "r1", "http://a:1", &past)
-        .await
-        .unwrap();
-    let long_ago = "2000-01-01T00:00:00.000Z";
+    store.put_agent_route(agent.id, "r1", "http://a:1", past).await.unwrap();
+    let long_ago: Timestamp = "2000-01-01T00:00:00.000Z".parse().unwrap();
     store
         .put_agent_route(agent.id, "dead", "http://d:1", long_ago)
         .await
         .unwrap();
-    let refreshed = store
-        .refresh_agent_routes("r1", &later, &glagent_store::now())
-        .await
-        .unwrap();
+    let refreshed = store.refresh_agent_routes("r1", later, Timestamp::now()).await.unwrap();
     assert_eq!(refreshed, 1);
     assert_eq!(store.agent_routes(agent.id, "r3").await.unwrap(), ["http://a:1"]);
-    let dead_rows = store.refresh_agent_routes("dead", &later, long_ago).await.unwrap();
+    let dead_rows = store.refresh_agent_routes("dead", later, long_ago).await.unwrap();
     assert_eq!(dead_rows, 0, "the dead replica's route was deleted");
     // Deleting the agent deletes its routes.
     store
-        .put_agent_route(agent.id, "r1", "http://a:1", &later)
+        .put_agent_route(agent.id, "r1", "http://a:1", later)
         .await
         .unwrap();
     store.delete_agent(p.id, agent.id).await.unwrap();
