@@ -22,6 +22,7 @@
 
 mod agents;
 mod ci;
+mod environments;
 mod meta;
 mod projects;
 mod users;
@@ -33,6 +34,7 @@ pub use agents::{
 pub use ci::{
     AllowedAgent, AllowedAgentConfiguration, AllowedAgents, CreatedCiJob, Id, JobEnvironment, JobProject, JobUser,
 };
+pub use environments::Environment;
 pub use meta::{KasMetadata, Message, Metadata, Version};
 pub use projects::{CommittedFile, Group, Namespace, NamespaceKind, Project, RepositoryFile, Visibility};
 pub use users::{CreatedPersonalAccessToken, Member, PersonalAccessToken, User};

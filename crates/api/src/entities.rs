@@ -5,7 +5,8 @@
 use glagent_api_types as api;
 use glagent_connections::ConnectionSummary;
 use glagent_store::{
-    Agent, AgentToken, AgentTokenStatus, CiJob, Member, Namespace, NamespaceKind, PersonalAccessToken, Project, User,
+    Agent, AgentToken, AgentTokenStatus, CiJob, Environment, Member, Namespace, NamespaceKind, PersonalAccessToken,
+    Project, User,
 };
 
 use crate::Api;
@@ -217,5 +218,27 @@ pub fn created_ci_job(job: &CiJob, secret: &str) -> api::CreatedCiJob {
         pipeline_id: job.pipeline_id,
         project_id: job.project_id,
         token: secret.to_string(),
+    }
+}
+
+/// An environment without its cluster link (which only callers who may
+/// read the agent see; `environments::show` adds it).
+pub fn environment(state: &Api, environment: &Environment, project: &Project, ns: &Namespace) -> api::Environment {
+    api::Environment {
+        auto_stop_at: None,
+        auto_stop_setting: environment.auto_stop_setting.clone(),
+        cluster_agent: None,
+        created_at: environment.created_at.to_string(),
+        description: environment.description.clone(),
+        external_url: environment.external_url.clone(),
+        flux_resource_path: None,
+        id: environment.id,
+        kubernetes_namespace: None,
+        name: environment.name.clone(),
+        project: self::project(state, project, ns),
+        slug: environment.slug.clone(),
+        state: environment.state.name().to_string(),
+        tier: environment.tier.name().to_string(),
+        updated_at: environment.updated_at.to_string(),
     }
 }

@@ -143,3 +143,9 @@ impl PageQuery {
         }
     }
 }
+
+/// A field that may be absent (`None`) or present, `null` included
+/// (`Some(Value::Null)`), for updates where `null` clears a field.
+pub fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}

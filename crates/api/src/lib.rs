@@ -8,6 +8,7 @@ mod agents;
 pub mod auth;
 mod ci;
 mod entities;
+mod environments;
 pub mod error;
 mod files;
 pub mod git_http;
@@ -135,6 +136,20 @@ fn rest() -> Router<Api> {
         .route(
             "/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
             get(agents::get_token).delete(agents::revoke_token),
+        )
+        .route(
+            "/projects/{id}/environments",
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            "/projects/{id}/environments/{environment_id}",
+            get(environments::get)
+                .put(environments::update)
+                .delete(environments::delete),
+        )
+        .route(
+            "/projects/{id}/environments/{environment_id}/stop",
+            post(environments::stop),
         )
         .route("/ci/jobs", post(ci::create_job))
         .route("/ci/jobs/{job_id}", axum::routing::delete(ci::finish_job))

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod agent_config;
 pub mod ci_access;
+pub mod environment;
 pub mod identity;
 pub mod names;
 pub mod secret;

@@ -837,3 +837,84 @@ async fn descendants(tx: &mut sqlx::Transaction<'_, sqlx::Any>, root: i64) -> Re
     }
     Ok(all)
 }
+
+/// Environments.
+impl Store {
+    pub async fn create_environment(&self, new: &NewEnvironment) -> Result<Environment> {
+        let now = now();
+        sqlx::query_as::<_, Environment>(
+            "INSERT INTO environments (project_id, name, slug, external_url, description, tier, state, \
+             auto_stop_setting, cluster_agent_id, kubernetes_namespace, flux_resource_path, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'available', $7, $8, $9, $10, $11, $12) RETURNING *",
+        )
+        .bind(new.project_id)
+        .bind(&new.name)
+        .bind(&new.slug)
+        .bind(&new.external_url)
+        .bind(&new.description)
+        .bind(new.tier.name())
+        .bind(&new.auto_stop_setting)
+        .bind(new.cluster_agent_id)
+        .bind(&new.kubernetes_namespace)
+        .bind(&new.flux_resource_path)
+        .bind(&now)
+        .bind(&now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "name has already been taken"))
+    }
+
+    pub async fn environment(&self, project_id: i64, id: i64) -> Result<Environment> {
+        sqlx::query_as::<_, Environment>("SELECT * FROM environments WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A project's environments, oldest first.
+    pub async fn environments(&self, project_id: i64) -> Result<Vec<Environment>> {
+        Ok(
+            sqlx::query_as::<_, Environment>("SELECT * FROM environments WHERE project_id = $1 ORDER BY id")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Writes every field an environment may change (not its name or slug).
+    pub async fn save_environment(&self, environment: &Environment) -> Result<Environment> {
+        sqlx::query_as::<_, Environment>(
+            "UPDATE environments SET external_url = $1, description = $2, tier = $3, state = $4, \
+             auto_stop_setting = $5, cluster_agent_id = $6, kubernetes_namespace = $7, flux_resource_path = $8, \
+             updated_at = $9 WHERE project_id = $10 AND id = $11 RETURNING *",
+        )
+        .bind(&environment.external_url)
+        .bind(&environment.description)
+        .bind(environment.tier.name())
+        .bind(environment.state.name())
+        .bind(&environment.auto_stop_setting)
+        .bind(environment.cluster_agent_id)
+        .bind(&environment.kubernetes_namespace)
+        .bind(&environment.flux_resource_path)
+        .bind(now())
+        .bind(environment.project_id)
+        .bind(environment.id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn delete_environment(&self, project_id: i64, id: i64) -> Result<()> {
+        let done = sqlx::query("DELETE FROM environments WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

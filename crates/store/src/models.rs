@@ -4,6 +4,7 @@
 //! column type. Times are RFC 3339 strings in UTC.
 
 use glagent_core::access::AccessLevel;
+pub use glagent_core::environment::{State as EnvironmentState, Tier};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -398,4 +399,62 @@ pub struct NewCiJob {
     pub environment_tier: Option<String>,
     pub token_digest: String,
     pub expires_at: Timestamp,
+}
+
+/// An environment of a project, optionally linked to a cluster through an
+/// agent.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub slug: String,
+    pub external_url: Option<String>,
+    pub description: Option<String>,
+    pub tier: Tier,
+    pub state: EnvironmentState,
+    /// `always` or `with_action`, as GitLab takes it.
+    pub auto_stop_setting: String,
+    pub cluster_agent_id: Option<i64>,
+    pub kubernetes_namespace: Option<String>,
+    pub flux_resource_path: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for Environment {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let tier: String = row.try_get("tier")?;
+        let state: String = row.try_get("state")?;
+        Ok(Environment {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            name: row.try_get("name")?,
+            slug: row.try_get("slug")?,
+            external_url: row.try_get("external_url")?,
+            description: row.try_get("description")?,
+            tier: Tier::parse(&tier).map_err(|_| bad("environments.tier", &tier))?,
+            state: EnvironmentState::parse(&state).ok_or_else(|| bad("environments.state", &state))?,
+            auto_stop_setting: row.try_get("auto_stop_setting")?,
+            cluster_agent_id: row.try_get("cluster_agent_id")?,
+            kubernetes_namespace: row.try_get("kubernetes_namespace")?,
+            flux_resource_path: row.try_get("flux_resource_path")?,
+            created_at: time(row, "created_at")?,
+            updated_at: time(row, "updated_at")?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewEnvironment {
+    pub project_id: i64,
+    pub name: String,
+    pub slug: String,
+    pub external_url: Option<String>,
+    pub description: Option<String>,
+    pub tier: Tier,
+    pub auto_stop_setting: String,
+    pub cluster_agent_id: Option<i64>,
+    pub kubernetes_namespace: Option<String>,
+    pub flux_resource_path: Option<String>,
 }

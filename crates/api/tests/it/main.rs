@@ -20,6 +20,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod environments;
+
 const ROOT_TOKEN: &str = "glpat-root-token-for-the-api-tests";
 
 struct Api {

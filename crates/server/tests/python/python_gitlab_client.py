@@ -78,6 +78,47 @@ got = run("project-cluster-agent", "get", "--project-id", str(project.id), "--id
 assert got["id"] == made["id"]
 run("project-cluster-agent", "delete", "--project-id", str(project.id), "--id", str(made["id"]))
 
+# Environments through python-gitlab's own manager.
+production = project.environments.create({"name": "production", "external_url": "https://app.example.com"})
+assert (production.slug, production.tier, production.state) == ("production", "production", "available"), production.attributes
+assert "cluster_agent" not in production.attributes, production.attributes
+review = project.environments.create(
+    {
+        "name": "review/feature-x",
+        "cluster_agent_id": agent.id,
+        "kubernetes_namespace": "review-x",
+        "flux_resource_path": "helm.toolkit.fluxcd.io/v2/namespaces/review-x/helmreleases/app",
+    }
+)
+assert review.tier == "development" and review.slug.startswith("review-feature-x-"), review.attributes
+assert review.cluster_agent["id"] == agent.id and review.kubernetes_namespace == "review-x", review.attributes
+assert review.flux_resource_path == "helm.toolkit.fluxcd.io/v2/namespaces/review-x/helmreleases/app"
+assert sorted(e.name for e in project.environments.list(get_all=True)) == ["production", "review/feature-x"]
+assert [e.name for e in project.environments.list(search="feat", get_all=True)] == ["review/feature-x"]
+assert [e.name for e in project.environments.list(name="production", get_all=True)] == ["production"]
+for bad, words in [({"name": "x", "tier": "prod"}, "tier"), ({"name": "y", "kubernetes_namespace": "ns"}, "needs a cluster_agent_id"), ({"name": "production"}, "already been taken")]:
+    try:
+        project.environments.create(bad)
+        raise AssertionError(f"created {bad}")
+    except gitlab.exceptions.GitlabCreateError as error:
+        assert error.response_code == 400 and words in str(error), (bad, error)
+changed = project.environments.get(production.id)
+changed.external_url = "https://new.example.com"
+changed.save()
+assert project.environments.get(production.id).external_url == "https://new.example.com"
+try:
+    production.delete()
+    raise AssertionError("deleted an available environment")
+except gitlab.exceptions.GitlabDeleteError as error:
+    assert error.response_code == 403, error
+production.stop()
+assert project.environments.get(production.id).state == "stopped"
+assert [e.name for e in project.environments.list(states="stopped", get_all=True)] == ["production"]
+production.delete()
+assert [e.name for e in project.environments.list(get_all=True)] == ["review/feature-x"]
+
 agent.delete()
 assert project.cluster_agents.list(get_all=True) == []
+# Deleting the agent unlinks its environments.
+assert "cluster_agent" not in project.environments.get(review.id).attributes
 print("all python-gitlab checks passed")

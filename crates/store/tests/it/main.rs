@@ -45,6 +45,7 @@ both_backends!(
     deleting_a_group_deletes_everything_below,
     pushes_are_recorded,
     agent_routes_expire_and_are_withdrawn,
+    environments_are_saved_and_unlinked_from_deleted_agents,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -332,4 +333,58 @@ async fn agent_routes_expire_and_are_withdrawn(store: Store) {
         .unwrap();
     store.delete_agent(p.id, agent.id).await.unwrap();
     assert!(store.agent_routes(agent.id, "r3").await.unwrap().is_empty());
+}
+
+async fn environments_are_saved_and_unlinked_from_deleted_agents(store: Store) {
+    let owner = user(&store, "env-owner").await;
+    let ns = group(&store, "envs", None).await;
+    let project = project(&store, &ns, "app", owner.id).await;
+    let agent = store.create_agent(project.id, "edge", owner.id).await.unwrap();
+    let new = NewEnvironment {
+        project_id: project.id,
+        name: "review/x".into(),
+        slug: "review-x-abcdef".into(),
+        external_url: Some("https://x.example.com".into()),
+        description: None,
+        tier: Tier::Development,
+        auto_stop_setting: "always".into(),
+        cluster_agent_id: Some(agent.id),
+        kubernetes_namespace: Some("review-x".into()),
+        flux_resource_path: None,
+    };
+    let created = store.create_environment(&new).await.unwrap();
+    assert_eq!(
+        (created.state, created.tier),
+        (EnvironmentState::Available, Tier::Development)
+    );
+    assert_eq!(created.cluster_agent_id, Some(agent.id));
+    match store.create_environment(&new).await {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("already been taken"), "{message}"),
+        other => panic!("a second environment of the same name: {other:?}"),
+    }
+
+    let mut stopped = created.clone();
+    stopped.state = EnvironmentState::Stopped;
+    stopped.external_url = None;
+    let saved = store.save_environment(&stopped).await.unwrap();
+    assert_eq!(
+        (saved.state, saved.external_url.as_deref()),
+        (EnvironmentState::Stopped, None)
+    );
+    assert_eq!(saved.name, "review/x", "names never change");
+    assert!(saved.updated_at >= created.updated_at);
+
+    store.delete_agent(project.id, agent.id).await.unwrap();
+    let unlinked = store.environment(project.id, created.id).await.unwrap();
+    assert_eq!(unlinked.cluster_agent_id, None, "deleting the agent unlinks it");
+    assert_eq!(store.environments(project.id).await.unwrap().len(), 1);
+    store.delete_environment(project.id, created.id).await.unwrap();
+    assert!(matches!(
+        store.environment(project.id, created.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.delete_environment(project.id, created.id).await,
+        Err(StoreError::NotFound)
+    ));
 }
