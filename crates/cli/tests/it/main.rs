@@ -10,14 +10,9 @@ use serde_json::{Value, json};
 
 const GLAGENT: &str = env!("CARGO_BIN_EXE_glagent");
 
+/// Another workspace binary (kas, agentk), found as the system tests do.
 fn sibling(name: &str) -> PathBuf {
-    let path = PathBuf::from(GLAGENT).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build --bins`",
-        path.display()
-    );
-    path
+    glagent_test_support::binary(name)
 }
 
 async fn post(kas: &Kas, path: &str, body: Value) -> Value {

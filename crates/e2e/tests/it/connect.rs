@@ -20,21 +20,20 @@ async fn connects_over_wss_and_registers_with_the_real_cluster_version() {
     let took = agent.wait_ready(Duration::from_secs(20)).await;
     println!("agentk ready {took:?} after start");
     until(Duration::from_secs(5), "registration", async || {
-        setup
-            .connections()
-            .await
-            .first()
-            .is_some_and(|c| !c["metadata"].is_null())
+        setup.connections().await.first().is_some_and(|c| c.metadata.is_some())
     })
     .await;
     let connections = setup.connections().await;
     assert_eq!(connections.len(), 1);
-    let meta = &connections[0]["metadata"];
-    assert_eq!(meta["pod_name"], "agentk-wss");
-    assert_eq!(meta["pod_namespace"], "gitlab-agent");
-    assert_eq!(meta["version"], glagent_core::VERSION);
-    assert_eq!(meta["kubernetes_version"]["git_version"], "v1.20.2");
-    assert_eq!(connections[0]["warnings"].as_array().unwrap().len(), 0);
+    let meta = connections[0].metadata.as_ref().unwrap();
+    assert_eq!(meta.pod_name, "agentk-wss");
+    assert_eq!(meta.pod_namespace, "gitlab-agent");
+    assert_eq!(meta.version, glagent_core::VERSION);
+    assert_eq!(
+        meta.kubernetes_version.as_ref().map(|v| v.git_version.as_str()),
+        Some("v1.20.2")
+    );
+    assert!(connections[0].warnings.is_empty());
     // The token's last use is recorded.
     let (_, token) = crate::call(
         &setup.kas,

@@ -109,7 +109,7 @@ impl Setup {
         Agentk::start(&agentk(), self.agent_options())
     }
 
-    pub async fn connections(&self) -> Vec<Value> {
+    pub async fn connections(&self) -> Vec<glagent_api_types::Connection> {
         let (_, body) = call(
             &self.kas,
             "GET",
@@ -120,7 +120,7 @@ impl Setup {
             None,
         )
         .await;
-        body.as_array().cloned().unwrap_or_default()
+        serde_json::from_value(body).expect("kas lists connections")
     }
 
     /// Writes the agent's configuration file through the Files API.
