@@ -24,7 +24,23 @@ pub struct Agent {
     pub created_at: String,
     pub created_by_user_id: Option<i64>,
     pub id: i64,
+    /// Whether kas dials the agent (it has a URL configuration).
+    pub is_receptive: bool,
     pub name: String,
+}
+
+/// Where kas dials a receptive agent, as GitLab's URL configurations API
+/// shows it; certificates and the public key are base64-encoded (the
+/// public key is the raw 32-byte Ed25519 key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlConfiguration {
+    pub agent_id: i64,
+    pub ca_cert: Option<String>,
+    pub client_cert: Option<String>,
+    pub id: i64,
+    pub public_key: Option<String>,
+    pub tls_host: Option<String>,
+    pub url: String,
 }
 
 /// GitLab's agent token statuses.

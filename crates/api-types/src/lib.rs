@@ -29,7 +29,7 @@ mod users;
 
 pub use agents::{
     Agent, AgentConfiguration, AgentToken, AgentTokenStatus, ConfigProject, ConfigurationError, Connection,
-    ConnectionWarning, CreatedAgentToken, InstallCommand,
+    ConnectionWarning, CreatedAgentToken, InstallCommand, UrlConfiguration,
 };
 pub use ci::{
     AllowedAgent, AllowedAgentConfiguration, AllowedAgents, CreatedCiJob, Id, JobEnvironment, JobProject, JobUser,

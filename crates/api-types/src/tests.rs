@@ -30,6 +30,7 @@ fn agent() -> Agent {
         created_at: AT.into(),
         created_by_user_id: Some(1),
         id: 3,
+        is_receptive: false,
         name: "edge".into(),
     }
 }
@@ -169,7 +170,7 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(val
 fn an_agent_is_sent_exactly_as_gitlab_shows_it() {
     assert_eq!(
         serde_json::to_string(&agent()).unwrap(),
-        r#"{"config_project":{"created_at":"2026-01-02T03:04:05.678Z","description":"","id":7,"name":"cluster-config","name_with_namespace":"top / cluster-config","path":"cluster-config","path_with_namespace":"top/cluster-config"},"created_at":"2026-01-02T03:04:05.678Z","created_by_user_id":1,"id":3,"name":"edge"}"#
+        r#"{"config_project":{"created_at":"2026-01-02T03:04:05.678Z","description":"","id":7,"name":"cluster-config","name_with_namespace":"top / cluster-config","path":"cluster-config","path_with_namespace":"top/cluster-config"},"created_at":"2026-01-02T03:04:05.678Z","created_by_user_id":1,"id":3,"is_receptive":false,"name":"edge"}"#
     );
 }
 

@@ -20,7 +20,7 @@ use glagent_core::access::AccessLevel;
 use glagent_services::events::AccessChange;
 use glagent_services::install;
 
-async fn find_agent(state: &Api, project: &Project, agent_id: i64) -> ApiResult<Agent> {
+pub(crate) async fn find_agent(state: &Api, project: &Project, agent_id: i64) -> ApiResult<Agent> {
     match state.store.agent(project.id, agent_id).await {
         Ok(agent) => Ok(agent),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent")),
@@ -40,7 +40,11 @@ pub async fn list(
     let ns = state.store.namespace(project.namespace_id).await?;
     let page = page.page();
     let agents = state.store.agents(project.id, page).await?;
-    let items: Vec<api::Agent> = agents.items.iter().map(|a| entities::agent(a, &project, &ns)).collect();
+    let mut items: Vec<api::Agent> = Vec::with_capacity(agents.items.len());
+    for agent in &agents.items {
+        let receptive = state.store.url_configuration(agent.id).await?.is_some();
+        items.push(entities::agent(agent, &project, &ns, receptive));
+    }
     Ok(paginated(&state, &uri, page, agents.total, items))
 }
 
@@ -53,7 +57,8 @@ pub async fn get(
     require(level, AccessLevel::Developer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
     let ns = state.store.namespace(project.namespace_id).await?;
-    Ok(Json(entities::agent(&agent, &project, &ns)))
+    let receptive = state.store.url_configuration(agent.id).await?.is_some();
+    Ok(Json(entities::agent(&agent, &project, &ns, receptive)))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +88,7 @@ pub async fn create(
         })?;
     tracing::info!(agent_id = agent.id, project_id = project.id, agent_name = %agent.name, "agent registered");
     let ns = state.store.namespace(project.namespace_id).await?;
-    Ok((StatusCode::CREATED, Json(entities::agent(&agent, &project, &ns))).into_response())
+    Ok((StatusCode::CREATED, Json(entities::agent(&agent, &project, &ns, false))).into_response())
 }
 
 pub async fn delete(

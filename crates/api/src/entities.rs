@@ -6,7 +6,7 @@ use glagent_api_types as api;
 use glagent_connections::ConnectionSummary;
 use glagent_store::{
     Agent, AgentToken, AgentTokenStatus, CiJob, Environment, Member, Namespace, NamespaceKind, PersonalAccessToken,
-    Project, User,
+    Project, UrlConfiguration, User,
 };
 
 use crate::Api;
@@ -114,13 +114,34 @@ fn config_project(project: &Project, ns: &Namespace) -> api::ConfigProject {
     }
 }
 
-pub fn agent(agent: &Agent, project: &Project, ns: &Namespace) -> api::Agent {
+/// An agent; `is_receptive`: whether it has a URL configuration.
+pub fn agent(agent: &Agent, project: &Project, ns: &Namespace, is_receptive: bool) -> api::Agent {
     api::Agent {
         config_project: config_project(project, ns),
         created_at: agent.created_at.to_string(),
         created_by_user_id: agent.created_by_user_id,
         id: agent.id,
+        is_receptive,
         name: agent.name.clone(),
+    }
+}
+
+/// A URL configuration as GitLab shows it: certificates and the public key
+/// base64-encoded, no private key ever.
+pub fn url_configuration(config: &UrlConfiguration) -> api::UrlConfiguration {
+    use base64::Engine;
+    let b64 = |text: &Option<String>| {
+        text.as_ref()
+            .map(|t| base64::engine::general_purpose::STANDARD.encode(t.as_bytes()))
+    };
+    api::UrlConfiguration {
+        agent_id: config.agent_id,
+        ca_cert: b64(&config.ca_cert),
+        client_cert: b64(&config.client_cert),
+        id: config.id,
+        public_key: config.public_key.clone(),
+        tls_host: config.tls_host.clone(),
+        url: config.url.clone(),
     }
 }
 

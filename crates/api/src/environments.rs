@@ -404,7 +404,8 @@ async fn show(
             .is_some_and(|level| level >= AccessLevel::Developer);
         if readable {
             let config_namespace = state.store.namespace(config_project.namespace_id).await?;
-            shown.cluster_agent = Some(entities::agent(&agent, &config_project, &config_namespace));
+            let receptive = state.store.url_configuration(agent.id).await?.is_some();
+            shown.cluster_agent = Some(entities::agent(&agent, &config_project, &config_namespace, receptive));
             shown.kubernetes_namespace = Some(environment.kubernetes_namespace.clone());
             shown.flux_resource_path = Some(environment.flux_resource_path.clone());
         }

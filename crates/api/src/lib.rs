@@ -17,6 +17,7 @@ mod input;
 mod members;
 mod meta;
 mod projects;
+mod url_configurations;
 mod users;
 
 use axum::Router;
@@ -136,6 +137,14 @@ fn rest() -> Router<Api> {
         .route(
             "/projects/{id}/cluster_agents/{agent_id}/tokens/{token_id}",
             get(agents::get_token).delete(agents::revoke_token),
+        )
+        .route(
+            "/projects/{id}/cluster_agents/{agent_id}/url_configurations",
+            get(url_configurations::list).post(url_configurations::create),
+        )
+        .route(
+            "/projects/{id}/cluster_agents/{agent_id}/url_configurations/{url_configuration_id}",
+            get(url_configurations::get).delete(url_configurations::delete),
         )
         .route(
             "/projects/{id}/environments",

@@ -84,6 +84,7 @@ mod tests {
             created_at: String::new(),
             created_by_user_id: Some(1),
             id,
+            is_receptive: false,
             name: name.into(),
         }
     }

@@ -11,6 +11,7 @@ pub mod ci_access;
 pub mod environment;
 pub mod identity;
 pub mod names;
+pub mod receptive;
 pub mod secret;
 pub mod version;
 

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// which signs private API requests.
     #[arg(long, env = "KAS_PRIVATE_API_SECRET_FILE", requires = "private_listen")]
     pub private_api_secret_file: Option<PathBuf>,
+    /// Whether agents may be receptive (kas dials them): GitLab's
+    /// `receptive_cluster_agents_enabled`. When off, the URL
+    /// configurations API answers 404.
+    #[arg(long, env = "KAS_RECEPTIVE_AGENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub receptive_agents: bool,
 }
 
 #[derive(Debug, Subcommand)]

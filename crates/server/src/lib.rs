@@ -28,8 +28,9 @@ use glagent_connections::{Connections, Routing};
 use glagent_core::secret;
 use glagent_git::Repos;
 use glagent_k8s_proxy::Proxy;
-use glagent_services::Services;
+use glagent_services::sealed::Sealer;
 use glagent_services::urls::Urls;
+use glagent_services::{Services, Settings};
 use glagent_store::{NewPersonalAccessToken, Store};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -199,7 +200,18 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         }
         _ => (None, None),
     };
-    let services = Services::new(store.clone(), repos, Urls::new(external_url.clone(), ca_pem));
+    let sealer =
+        Sealer::open_dir(&storage.data_dir.join("secrets")).context("the sealing key of the data directory")?;
+    let settings = Settings {
+        receptive_agents: args.receptive_agents,
+    };
+    let services = Services::new(
+        store.clone(),
+        repos,
+        Urls::new(external_url.clone(), ca_pem),
+        sealer,
+        settings,
+    );
     let connections = Connections::new(&services, routing);
     let proxy = Proxy::new(services.clone(), connections.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();

@@ -12,6 +12,7 @@
 //!   the push);
 //! - [`ci`]: which agents a CI job may use, and as whom;
 //! - [`cache`]: the one TTL cache type;
+//! - [`sealed`]: secrets kas must keep usable, sealed at rest;
 //! - [`urls`], [`install`], [`users`].
 
 pub mod access;
@@ -22,6 +23,7 @@ pub mod configs;
 pub mod events;
 pub mod install;
 pub mod repository;
+pub mod sealed;
 pub mod urls;
 pub mod users;
 
@@ -32,6 +34,7 @@ use glagent_store::Store;
 
 use crate::configs::AgentConfigs;
 use crate::events::Events;
+use crate::sealed::Sealer;
 use crate::urls::Urls;
 
 /// Everything kas's faces share; cheap to clone.
@@ -44,6 +47,23 @@ pub struct Inner {
     pub urls: Urls,
     pub events: Events,
     pub configs: AgentConfigs,
+    /// Seals the secrets kas must keep usable (receptive agents' keys).
+    pub sealer: Sealer,
+    pub settings: Settings,
+}
+
+/// Instance settings, as GitLab's application settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// GitLab's `receptive_cluster_agents_enabled`: URL configurations may
+    /// be made (the API answers 404 otherwise).
+    pub receptive_agents: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { receptive_agents: true }
+    }
 }
 
 impl std::ops::Deref for Services {
@@ -55,7 +75,7 @@ impl std::ops::Deref for Services {
 }
 
 impl Services {
-    pub fn new(store: Store, repos: Repos, urls: Urls) -> Services {
+    pub fn new(store: Store, repos: Repos, urls: Urls, sealer: Sealer, settings: Settings) -> Services {
         let repos = Arc::new(repos);
         Services(Arc::new(Inner {
             configs: AgentConfigs::new(repos.clone()),
@@ -63,6 +83,8 @@ impl Services {
             repos,
             urls,
             events: Events::default(),
+            sealer,
+            settings,
         }))
     }
 }

@@ -918,3 +918,59 @@ impl Store {
         Ok(())
     }
 }
+
+/// URL configurations of receptive agents.
+impl Store {
+    /// Stores an agent's URL configuration; an agent has at most one.
+    pub async fn create_url_configuration(&self, new: &NewUrlConfiguration) -> Result<UrlConfiguration> {
+        sqlx::query_as::<_, UrlConfiguration>(
+            "INSERT INTO url_configurations (agent_id, url, ca_cert, tls_host, client_cert, client_key_sealed, \
+             public_key, private_key_sealed, created_by_user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        )
+        .bind(new.agent_id)
+        .bind(&new.url)
+        .bind(&new.ca_cert)
+        .bind(&new.tls_host)
+        .bind(&new.client_cert)
+        .bind(&new.client_key_sealed)
+        .bind(&new.public_key)
+        .bind(&new.private_key_sealed)
+        .bind(new.created_by_user_id)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, "URL configuration already exists for this agent"))
+    }
+
+    /// The agent's URL configuration, if it is receptive.
+    pub async fn url_configuration(&self, agent_id: i64) -> Result<Option<UrlConfiguration>> {
+        Ok(
+            sqlx::query_as::<_, UrlConfiguration>("SELECT * FROM url_configurations WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every URL configuration (the receptive agents kas dials).
+    pub async fn url_configurations(&self) -> Result<Vec<UrlConfiguration>> {
+        Ok(
+            sqlx::query_as::<_, UrlConfiguration>("SELECT * FROM url_configurations ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn delete_url_configuration(&self, agent_id: i64, id: i64) -> Result<()> {
+        let done = sqlx::query("DELETE FROM url_configurations WHERE agent_id = $1 AND id = $2")
+            .bind(agent_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -458,3 +458,53 @@ pub struct NewEnvironment {
     pub kubernetes_namespace: Option<String>,
     pub flux_resource_path: Option<String>,
 }
+
+/// Where kas dials a receptive agent. Either a key pair (`public_key`, the
+/// raw Ed25519 public key in base64, and the sealed private key) or an mTLS
+/// client certificate and sealed key.
+#[derive(Clone, Debug)]
+pub struct UrlConfiguration {
+    pub id: i64,
+    pub agent_id: i64,
+    pub url: String,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key_sealed: Option<String>,
+    pub public_key: Option<String>,
+    pub private_key_sealed: Option<String>,
+    pub created_by_user_id: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for UrlConfiguration {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(UrlConfiguration {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            url: row.try_get("url")?,
+            ca_cert: row.try_get("ca_cert")?,
+            tls_host: row.try_get("tls_host")?,
+            client_cert: row.try_get("client_cert")?,
+            client_key_sealed: row.try_get("client_key_sealed")?,
+            public_key: row.try_get("public_key")?,
+            private_key_sealed: row.try_get("private_key_sealed")?,
+            created_by_user_id: row.try_get("created_by_user_id")?,
+            created_at: time(row, "created_at")?,
+        })
+    }
+}
+
+/// A URL configuration to store; the sealed fields are sealed already.
+#[derive(Clone, Debug)]
+pub struct NewUrlConfiguration {
+    pub agent_id: i64,
+    pub url: String,
+    pub ca_cert: Option<String>,
+    pub tls_host: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key_sealed: Option<String>,
+    pub public_key: Option<String>,
+    pub private_key_sealed: Option<String>,
+    pub created_by_user_id: i64,
+}

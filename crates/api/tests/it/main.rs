@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod environments;
+mod url_configurations;
 
 const ROOT_TOKEN: &str = "glpat-root-token-for-the-api-tests";
 
@@ -28,17 +29,22 @@ struct Api {
     app: Router,
     services: Services,
     changes: Arc<Mutex<Vec<AccessChange>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Api {
     async fn new() -> Api {
+        Api::with_settings(Default::default()).await
+    }
+
+    async fn with_settings(settings: glagent_services::Settings) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("kas.sqlite3").display());
         let store = Store::connect(&url).await.unwrap();
         let repos = Repos::new(dir.path().join("repositories")).unwrap();
         let urls = Urls::new(url::Url::parse("https://kas.test").unwrap(), None);
-        let services = Services::new(store, repos, urls);
+        let sealer = glagent_services::sealed::Sealer::open_dir(&dir.path().join("secrets")).unwrap();
+        let services = Services::new(store, repos, urls, sealer, settings);
         let changes = Arc::new(Mutex::new(Vec::new()));
         services.events.on_access_change({
             let changes = changes.clone();
@@ -49,7 +55,7 @@ impl Api {
             app: glagent_api::router(services.clone(), connections),
             services,
             changes,
-            _dir: dir,
+            dir,
         };
         let root = glagent_services::users::create_user(&api.services.store, "root", "Root", "root@test", true)
             .await

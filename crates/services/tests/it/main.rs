@@ -14,11 +14,9 @@ async fn services(dir: &std::path::Path) -> Services {
     let url = format!("sqlite://{}?mode=rwc", dir.join("kas.sqlite3").display());
     let store = Store::connect(&url).await.unwrap();
     let repos = Repos::new(dir.join("repositories")).unwrap();
-    Services::new(
-        store,
-        repos,
-        Urls::new(url::Url::parse("https://kas.test").unwrap(), None),
-    )
+    let sealer = glagent_services::sealed::Sealer::open_dir(&dir.join("secrets")).unwrap();
+    let urls = Urls::new(url::Url::parse("https://kas.test").unwrap(), None);
+    Services::new(store, repos, urls, sealer, Default::default())
 }
 
 async fn group(services: &Services, path: &str, parent: Option<i64>) -> i64 {

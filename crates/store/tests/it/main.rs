@@ -46,6 +46,7 @@ both_backends!(
     pushes_are_recorded,
     agent_routes_expire_and_are_withdrawn,
     environments_are_saved_and_unlinked_from_deleted_agents,
+    an_agent_has_at_most_one_url_configuration,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -387,4 +388,41 @@ async fn environments_are_saved_and_unlinked_from_deleted_agents(store: Store) {
         store.delete_environment(project.id, created.id).await,
         Err(StoreError::NotFound)
     ));
+}
+
+async fn an_agent_has_at_most_one_url_configuration(store: Store) {
+    let owner = user(&store, "receptive-owner").await;
+    let ns = group(&store, "receptive", None).await;
+    let project = project(&store, &ns, "config", owner.id).await;
+    let agent = store.create_agent(project.id, "edge", owner.id).await.unwrap();
+    assert!(store.url_configuration(agent.id).await.unwrap().is_none());
+    let new = NewUrlConfiguration {
+        agent_id: agent.id,
+        url: "grpcs://agent:8082".into(),
+        ca_cert: None,
+        tls_host: Some("agent.internal".into()),
+        client_cert: None,
+        client_key_sealed: None,
+        public_key: Some("cHVibGlj".into()),
+        private_key_sealed: Some("c2VhbGVk".into()),
+        created_by_user_id: owner.id,
+    };
+    let created = store.create_url_configuration(&new).await.unwrap();
+    assert_eq!(created.tls_host.as_deref(), Some("agent.internal"));
+    match store.create_url_configuration(&new).await {
+        Err(StoreError::Conflict(message)) => assert_eq!(message, "URL configuration already exists for this agent"),
+        other => panic!("a second URL configuration: {other:?}"),
+    }
+    let all = store.url_configurations().await.unwrap();
+    assert_eq!(all.iter().map(|c| c.agent_id).collect::<Vec<_>>(), [agent.id]);
+    assert!(matches!(
+        store.delete_url_configuration(agent.id, created.id + 1).await,
+        Err(StoreError::NotFound)
+    ));
+    store.create_agent(project.id, "other", owner.id).await.unwrap();
+    store.delete_agent(project.id, agent.id).await.unwrap();
+    assert!(
+        store.url_configurations().await.unwrap().is_empty(),
+        "deleted with its agent"
+    );
 }
