@@ -54,7 +54,7 @@ pub async fn list(
     let mut found = Vec::new();
     for environment in state.store.environments(project.id).await? {
         let keep = params.name.as_deref().is_none_or(|n| environment.name == n)
-            && params.search.as_deref().is_none_or(|s| environment.name.contains(s))
+            && params.search.as_deref().is_none_or(|s| name_like(&environment.name, s))
             && states.is_none_or(|s| environment.state == s);
         if keep {
             found.push(show(&state, &caller, &project, &environment).await?);
@@ -123,7 +123,7 @@ pub async fn create(
         namespace: non_empty(params.kubernetes_namespace),
         flux_resource_path: non_empty(params.flux_resource_path),
     };
-    link.check(&state, &project).await?;
+    link.check(&state, &project, true).await?;
     let environment = state
         .store
         .create_environment(&NewEnvironment {
@@ -211,6 +211,7 @@ pub async fn update(
         namespace: environment.kubernetes_namespace.clone(),
         flux_resource_path: environment.flux_resource_path.clone(),
     };
+    let agent_given = params.cluster_agent_id.is_some();
     if let Some(agent) = agent_id(params.cluster_agent_id)? {
         link.agent_id = agent;
         if agent.is_none() {
@@ -225,7 +226,9 @@ pub async fn update(
     if let Some(path) = text(params.flux_resource_path, "flux_resource_path")? {
         link.flux_resource_path = path;
     }
-    link.check(&state, &project).await?;
+    // As GitLab: whether the agent may be linked is asked only when the
+    // request names one; the shapes are checked always.
+    link.check(&state, &project, agent_given).await?;
     environment.cluster_agent_id = link.agent_id;
     environment.kubernetes_namespace = link.namespace;
     environment.flux_resource_path = link.flux_resource_path;
@@ -272,6 +275,14 @@ async fn find(state: &Api, project: &Project, environment_id: i64) -> ApiResult<
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Environment")),
         Err(other) => Err(other.into()),
     }
+}
+
+/// GitLab's `search`: the name, or a part of it after a `/` (a folder's
+/// environment), starts with the text, whatever the case.
+fn name_like(name: &str, search: &str) -> bool {
+    let name = name.to_lowercase();
+    let search = search.to_lowercase();
+    name.starts_with(&search) || name.split('/').skip(1).any(|part| part.starts_with(&search))
 }
 
 fn bad(error: rules::EnvironmentError) -> ApiError {
@@ -327,7 +338,7 @@ impl Link {
     /// The namespace needs an agent, the Flux object a namespace; the agent
     /// must exist and share itself with the project: it is the project's
     /// own, or its `user_access` lists the project or a group above it.
-    async fn check(&self, state: &Api, project: &Project) -> ApiResult<()> {
+    async fn check(&self, state: &Api, project: &Project, check_agent: bool) -> ApiResult<()> {
         if let Some(namespace) = &self.namespace {
             if self.agent_id.is_none() {
                 return Err(ApiError::BadRequest(
@@ -344,7 +355,7 @@ impl Link {
             }
             rules::validate_flux_resource_path(path).map_err(bad)?;
         }
-        let Some(agent_id) = self.agent_id else {
+        let Some(agent_id) = self.agent_id.filter(|_| check_agent) else {
             return Ok(());
         };
         let agent = match state.store.agent_by_id(agent_id).await {

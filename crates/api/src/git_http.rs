@@ -200,24 +200,26 @@ async fn serve(state: &Api, request: Request) -> Result<Response, Response> {
         }
     });
     let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let (status, headers) = read_cgi_headers(&mut stdout)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading git http-backend output: {e}")).into_response())?;
-
+    let head = read_cgi_headers(&mut stdout).await;
     let body = if let (Some(change), Some(before)) = (change, before) {
+        // Whatever went wrong in reading the answer, git may have moved
+        // refs: wait for it, and record what moved before answering.
         let mut output = Vec::new();
-        stdout
-            .read_to_end(&mut output)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()).into_response())?;
+        let read = match &head {
+            Ok(_) => stdout.read_to_end(&mut output).await.map(|_| ()),
+            Err(_) => Ok(()),
+        };
         let _ = child.wait().await;
-        let after = state
-            .repos
-            .refs(project.id)
-            .await
-            .map_err(|e| ApiError::from(e).into_response())?;
-        let updates = ref_updates(&before, &after);
+        let after = state.repos.refs(project.id).await;
+        let updates = match &after {
+            Ok(after) => ref_updates(&before, after),
+            Err(_) => Vec::new(),
+        };
         change.finish(Some(caller.user.id), &updates).await;
+        if let Err(error) = after {
+            return Err(ApiError::from(error).into_response());
+        }
+        read.map_err(|e| ApiError::Internal(format!("reading git http-backend output: {e}")).into_response())?;
         Body::from(output)
     } else {
         tokio::spawn(async move {
@@ -225,6 +227,8 @@ async fn serve(state: &Api, request: Request) -> Result<Response, Response> {
         });
         Body::from_stream(ReaderStream::new(stdout))
     };
+    let (status, headers) =
+        head.map_err(|e| ApiError::Internal(format!("reading git http-backend output: {e}")).into_response())?;
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -190,17 +190,16 @@ impl Session {
                 return;
             }
         };
-        let head = match self.services.configs.at_head(&project, &self.agent).await {
-            Ok(head) => head,
+        let known = self.last_commit.as_deref();
+        let head = match self.services.configs.at_head_unless(&project, &self.agent, known).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
             Err(error) => {
                 tracing::warn!(agent_id = self.agent.id, %error, "reading the agent configuration failed");
                 return;
             }
         };
         let commit = head.commit_id.unwrap_or_default();
-        if self.last_commit.as_deref() == Some(commit.as_str()) {
-            return;
-        }
         let mut update = ConfigurationUpdate {
             agent_id: self.agent.id,
             project_id: project.id,

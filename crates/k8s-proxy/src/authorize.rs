@@ -117,11 +117,13 @@ pub async fn authorize(
     if let Some(authorized) = decisions.0.get(&key) {
         return Ok(authorized);
     }
+    // A change of access while deciding must not leave this decision cached.
+    let generation = decisions.0.generation();
     let authorized = match credential.kind {
         CredentialKind::PersonalAccessToken => authorize_user(services, credential.agent_id, credential.secret).await?,
         CredentialKind::CiJob => authorize_job(services, credential.agent_id, credential.secret).await?,
     };
-    decisions.0.insert(key, authorized.clone());
+    decisions.0.insert_unless_changed(key, authorized.clone(), generation);
     Ok(authorized)
 }
 

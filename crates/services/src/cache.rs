@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -10,6 +11,9 @@ use parking_lot::Mutex;
 pub struct TtlCache<K, V> {
     ttl: Duration,
     entries: Mutex<HashMap<K, (Instant, V)>>,
+    /// Bumped by every removal, so that a value computed before one is not
+    /// stored after it (see [`TtlCache::insert_unless_changed`]).
+    generation: AtomicU64,
 }
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
@@ -17,6 +21,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         TtlCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -36,17 +41,42 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         entries.insert(key, (Instant::now(), value));
     }
 
+    /// Where the cache is now: take it before computing a value that
+    /// [`insert_unless_changed`](Self::insert_unless_changed) will store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Stores a value computed since `generation`, unless something was
+    /// removed in the meantime (the value may be stale then). Returns
+    /// whether it was stored.
+    pub fn insert_unless_changed(&self, key: K, value: V, generation: u64) -> bool {
+        let mut entries = self.entries.lock();
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return false;
+        }
+        entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        entries.insert(key, (Instant::now(), value));
+        true
+    }
+
     pub fn remove(&self, key: &K) {
-        self.entries.lock().remove(key);
+        let mut entries = self.entries.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.remove(key);
     }
 
     /// Keeps only the entries for which `keep` holds.
     pub fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-        self.entries.lock().retain(|key, (_, value)| keep(key, value));
+        let mut entries = self.entries.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.retain(|key, (_, value)| keep(key, value));
     }
 
     pub fn clear(&self) {
-        self.entries.lock().clear();
+        let mut entries = self.entries.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }
 
@@ -67,6 +97,14 @@ mod tests {
         assert_eq!((cache.get(&2), cache.get(&3)), (None, Some("c")));
         cache.clear();
         assert_eq!(cache.get(&3), None);
+
+        // A value computed before a removal is not stored after it.
+        let since = cache.generation();
+        cache.clear();
+        assert!(!cache.insert_unless_changed(4, "stale", since));
+        assert_eq!(cache.get(&4), None);
+        assert!(cache.insert_unless_changed(4, "fresh", cache.generation()));
+        assert_eq!(cache.get(&4), Some("fresh"));
 
         let expired = TtlCache::new(Duration::ZERO);
         expired.insert(1, "a");

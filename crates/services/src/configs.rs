@@ -54,9 +54,38 @@ impl AgentConfigs {
 
     /// Reads and parses the file at HEAD now (no cache).
     pub async fn at_head(&self, project: &Project, agent: &Agent) -> Result<ConfigAtHead, GitError> {
-        let path = config_file_path(&agent.name);
+        let commit_id = self.head(project).await?;
+        self.at_commit(project, agent, commit_id).await
+    }
+
+    /// The same, only when HEAD is no longer `known` (the commit of the
+    /// configuration a connection sent last): one `git rev-parse` when
+    /// nothing moved.
+    pub async fn at_head_unless(
+        &self,
+        project: &Project,
+        agent: &Agent,
+        known: Option<&str>,
+    ) -> Result<Option<ConfigAtHead>, GitError> {
+        let commit_id = self.head(project).await?;
+        if known.is_some() && known == Some(commit_id.as_deref().unwrap_or_default()) {
+            return Ok(None);
+        }
+        self.at_commit(project, agent, commit_id).await.map(Some)
+    }
+
+    async fn head(&self, project: &Project) -> Result<Option<String>, GitError> {
         let branch = format!("refs/heads/{}", project.default_branch);
-        let commit_id = self.repos.resolve(project.id, &branch).await?;
+        self.repos.resolve(project.id, &branch).await
+    }
+
+    async fn at_commit(
+        &self,
+        project: &Project,
+        agent: &Agent,
+        commit_id: Option<String>,
+    ) -> Result<ConfigAtHead, GitError> {
+        let path = config_file_path(&agent.name);
         let file = match &commit_id {
             Some(commit) => self.repos.read_file(project.id, commit, &path).await?,
             None => None,
@@ -78,8 +107,11 @@ impl AgentConfigs {
         if let Some((_, config)) = self.parsed.get(&agent.id) {
             return Ok(config);
         }
+        // A push while the file is read must not leave the old file cached.
+        let generation = self.parsed.generation();
         let config = Arc::new(self.at_head(project, agent).await?.parsed.map_err(LoadError::Invalid)?);
-        self.parsed.insert(agent.id, (project.id, config.clone()));
+        self.parsed
+            .insert_unless_changed(agent.id, (project.id, config.clone()), generation);
         Ok(config)
     }
 

@@ -10,7 +10,8 @@ use tokio::sync::OwnedMutexGuard;
 use crate::Services;
 use crate::events::AccessChange;
 
-/// A change in progress; the repository is locked until [`finish`](Self::finish).
+/// A change in progress; the repository is locked until [`finish`](Self::finish)
+/// has recorded it.
 #[must_use = "a repository change must be finished to record what it moved"]
 pub struct RepositoryChange<'a> {
     services: &'a Services,
@@ -35,14 +36,14 @@ impl RepositoryChange<'_> {
         &self.services.repos
     }
 
-    /// Releases the lock and records what moved.
+    /// Records what moved, then releases the lock (so pushes are recorded
+    /// in the order they happened).
     pub async fn finish(self, user_id: Option<i64>, updates: &[RefUpdate]) {
         let RepositoryChange {
             services,
             project_id,
             _lock,
         } = self;
-        drop(_lock);
         if updates.is_empty() {
             return;
         }

@@ -95,10 +95,12 @@ impl PersonalAccessToken {
         self.scopes.iter().any(|s| s == scope)
     }
 
-    /// Expiry dates are days: a token expires at the end of its day (UTC).
+    /// Expiry dates are days: as in GitLab, a token expires on its date at
+    /// midnight (00:00 UTC), so `expires_at` tomorrow works until the end
+    /// of today.
     pub fn is_expired(&self) -> bool {
         self.expires_at.as_deref().is_some_and(|day| {
-            format!("{day}T23:59:59.999Z")
+            format!("{day}T00:00:00.000Z")
                 .parse::<Timestamp>()
                 .is_ok_and(|end| end.is_past())
         })
@@ -507,4 +509,38 @@ pub struct NewUrlConfiguration {
     pub public_key: Option<String>,
     pub private_key_sealed: Option<String>,
     pub created_by_user_id: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires_at: Option<String>) -> PersonalAccessToken {
+        PersonalAccessToken {
+            id: 1,
+            user_id: 1,
+            name: "t".into(),
+            scopes: vec!["api".into()],
+            token_digest: String::new(),
+            expires_at,
+            revoked: false,
+            created_at: Timestamp::now(),
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn tokens_expire_at_midnight_utc_on_their_date() {
+        let day = |offset: i64| {
+            let at = time::OffsetDateTime::now_utc() + time::Duration::days(offset);
+            format!("{:04}-{:02}-{:02}", at.year(), u8::from(at.month()), at.day())
+        };
+        assert!(!token(None).is_expired());
+        assert!(
+            !token(Some(day(1))).is_expired(),
+            "tomorrow: works for the rest of today"
+        );
+        assert!(token(Some(day(0))).is_expired(), "today: expired since midnight");
+        assert!(token(Some(day(-1))).is_expired());
+    }
 }

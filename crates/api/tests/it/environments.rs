@@ -218,3 +218,52 @@ async fn updates_clear_fields_with_null_and_names_never_change() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_update_that_names_no_agent_does_not_ask_again_whether_it_may_be_linked() {
+    let api = Api::new().await;
+    let app = project(&api, "app").await;
+    let config = project(&api, "cluster-config").await;
+    let shared = agent(
+        &api,
+        config,
+        "shared",
+        Some("user_access:\n  projects:\n    - id: root/app\n"),
+    )
+    .await;
+    let (_, _, env) = api
+        .call(
+            "POST",
+            &format!("/api/v4/projects/{app}/environments"),
+            Some(json!({"name": "Review/Feature-X", "cluster_agent_id": shared})),
+        )
+        .await;
+    // The agent stops sharing itself with the project.
+    let file = format!("/api/v4/projects/{config}/repository/files/.gitlab%2Fagents%2Fshared%2Fconfig.yaml");
+    let (status, _, _) = api
+        .call(
+            "PUT",
+            &file,
+            Some(json!({"branch": "main", "content": "user_access: {}\n", "commit_message": "unshare"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let one = format!("/api/v4/projects/{app}/environments/{}", env["id"]);
+    let (status, _, updated) = api.call("PUT", &one, Some(json!({"description": "still here"}))).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["description"], "still here");
+    let (status, _, _) = api.call("PUT", &one, Some(json!({"cluster_agent_id": shared}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "naming the agent asks again");
+
+    // search: the name or a folder's part of it starts with the text, any case.
+    for (search, found) in [("revi", 1), ("FEAT", 1), ("ature", 0)] {
+        let (_, _, listed) = api
+            .call(
+                "GET",
+                &format!("/api/v4/projects/{app}/environments?search={search}"),
+                None,
+            )
+            .await;
+        assert_eq!(listed.as_array().unwrap().len(), found, "{search}");
+    }
+}
