@@ -8,6 +8,7 @@
 //! holds the names and message bodies both sides agree on; it does no I/O.
 
 pub mod forwarding;
+pub mod jwt;
 
 use glagent_core::agent_config::AgentConfig;
 use serde::{Deserialize, Serialize};
