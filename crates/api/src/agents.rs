@@ -40,11 +40,12 @@ pub async fn list(
     let ns = state.store.namespace(project.namespace_id).await?;
     let page = page.page();
     let agents = state.store.agents(project.id, page).await?;
-    let mut items: Vec<api::Agent> = Vec::with_capacity(agents.items.len());
-    for agent in &agents.items {
-        let receptive = state.store.url_configuration(agent.id).await?.is_some();
-        items.push(entities::agent(agent, &project, &ns, receptive));
-    }
+    let receptive = state.store.receptive_agent_ids(project.id).await?;
+    let items: Vec<api::Agent> = agents
+        .items
+        .iter()
+        .map(|a| entities::agent(a, &project, &ns, receptive.contains(&a.id)))
+        .collect();
     Ok(paginated(&state, &uri, page, agents.total, items))
 }
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use glagent_api_types as api;
 use glagent_core::access::AccessLevel;
 use glagent_core::environment::{self as rules, State as EnvironmentState, Tier};
-use glagent_store::{Environment, NewEnvironment, Project, StoreError};
+use glagent_store::{Environment, Namespace, NewEnvironment, Project, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -51,13 +51,14 @@ pub async fn list(
             ApiError::BadRequest(format!("states {name:?} is not one of available, stopping, stopped"))
         })?),
     };
+    let namespace = state.store.namespace(project.namespace_id).await?;
     let mut found = Vec::new();
     for environment in state.store.environments(project.id).await? {
         let keep = params.name.as_deref().is_none_or(|n| environment.name == n)
             && params.search.as_deref().is_none_or(|s| name_like(&environment.name, s))
             && states.is_none_or(|s| environment.state == s);
         if keep {
-            found.push(show(&state, &caller, &project, &environment).await?);
+            found.push(show_in(&state, &caller, &project, &namespace, &environment).await?);
         }
     }
     let page = page.0.page();
@@ -404,7 +405,18 @@ async fn show(
     environment: &Environment,
 ) -> ApiResult<api::Environment> {
     let namespace = state.store.namespace(project.namespace_id).await?;
-    let mut shown = entities::environment(state, environment, project, &namespace);
+    show_in(state, caller, project, &namespace, environment).await
+}
+
+/// [`show`] with the project's namespace read already (lists read it once).
+async fn show_in(
+    state: &Api,
+    caller: &Caller,
+    project: &Project,
+    namespace: &Namespace,
+    environment: &Environment,
+) -> ApiResult<api::Environment> {
+    let mut shown = entities::environment(state, environment, project, namespace);
     if let Some(agent_id) = environment.cluster_agent_id
         && let Ok(agent) = state.store.agent_by_id(agent_id).await
     {

@@ -109,11 +109,12 @@ pub async fn authorize(
     headers: &HeaderMap,
 ) -> Result<Authorized, ProxyError> {
     let credential = Credential::from_headers(headers)?;
-    let key = secret::digest(credential.secret) + &credential.agent_id.to_string();
-    let key = match credential.kind {
-        CredentialKind::PersonalAccessToken => format!("pat:{key}"),
-        CredentialKind::CiJob => format!("ci:{key}"),
-    };
+    let key = format!(
+        "{:?}:{}:{}",
+        credential.kind,
+        credential.agent_id,
+        secret::digest(credential.secret)
+    );
     if let Some(authorized) = decisions.0.get(&key) {
         return Ok(authorized);
     }

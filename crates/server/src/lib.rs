@@ -68,9 +68,9 @@ pub fn router(services: Services, connections: Connections, proxy: Proxy) -> Rou
 
 /// The private API other replicas call: proxied requests they forward, and
 /// this replica's connections of an agent.
-fn private_router(registry: Connections, routing: Arc<Routing>, proxy: Proxy) -> Router {
+fn private_router(connections: &Connections, routing: Arc<Routing>, proxy: Proxy) -> Router {
     glagent_k8s_proxy::private_router(proxy).merge(glagent_connections::routing::private_router(
-        registry.registry.clone(),
+        connections.registry.clone(),
         routing,
     ))
 }
@@ -237,7 +237,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
             Some(tokio::spawn(accept_loop(
                 listener,
                 acceptor,
-                private_router(connections.clone(), routing.clone(), proxy.clone()),
+                private_router(&connections, routing.clone(), proxy.clone()),
                 shutdown.clone().cancelled_owned(),
             )))
         }

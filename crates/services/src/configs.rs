@@ -68,7 +68,7 @@ impl AgentConfigs {
         known: Option<&str>,
     ) -> Result<Option<ConfigAtHead>, GitError> {
         let commit_id = self.head(project).await?;
-        if known.is_some() && known == Some(commit_id.as_deref().unwrap_or_default()) {
+        if known == Some(commit_id.as_deref().unwrap_or_default()) {
             return Ok(None);
         }
         self.at_commit(project, agent, commit_id).await.map(Some)

@@ -85,6 +85,15 @@ pub struct Store {
     backend: Backend,
 }
 
+/// `NotFound` when a statement that must touch a row touched none.
+fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
+    if done.rows_affected() == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
 fn conflict_on_unique(error: sqlx::Error, message: impl Into<String>) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.into()),
@@ -240,10 +249,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 
     pub async fn touch_personal_access_token(&self, id: i64) -> Result<()> {
@@ -462,10 +468,7 @@ impl Store {
             .bind(user_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 
     // ---- cluster agents ----
@@ -531,10 +534,7 @@ impl Store {
             .bind(agent_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 
     // ---- agent tokens ----
@@ -609,10 +609,7 @@ impl Store {
         .bind(token_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 
     /// The active token with this digest and its agent: how an agent is
@@ -775,10 +772,7 @@ impl Store {
             .bind(job_id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 
     /// Every agent of the instance, for CI access decisions.
@@ -912,10 +906,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 }
 
@@ -953,6 +944,17 @@ impl Store {
         )
     }
 
+    /// The receptive agents of a project (those with a URL configuration).
+    pub async fn receptive_agent_ids(&self, project_id: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT u.agent_id FROM url_configurations u JOIN cluster_agents a ON a.id = u.agent_id \
+             WHERE a.project_id = $1 ORDER BY u.agent_id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every URL configuration (the receptive agents kas dials).
     pub async fn url_configurations(&self) -> Result<Vec<UrlConfiguration>> {
         Ok(
@@ -968,9 +970,6 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        found(done)
     }
 }

@@ -52,6 +52,9 @@ async fn a_url_configuration_makes_the_agent_receptive_with_a_key_only_kas_can_u
     assert_eq!(public.len(), 32, "a raw Ed25519 public key");
     let (_, _, shown) = api.call("GET", &agent, None).await;
     assert_eq!(shown["is_receptive"], true);
+    let list = agent.rsplit_once('/').unwrap().0;
+    let (_, _, agents) = api.call("GET", list, None).await;
+    assert_eq!(agents[0]["is_receptive"], true, "{agents}");
 
     let (status, _, listed) = api.call("GET", &configs, None).await;
     assert_eq!((status, listed.clone()), (StatusCode::OK, json!([config.clone()])));

@@ -408,6 +408,7 @@ async fn an_agent_has_at_most_one_url_configuration(store: Store) {
         created_by_user_id: owner.id,
     };
     let created = store.create_url_configuration(&new).await.unwrap();
+    assert_eq!(store.receptive_agent_ids(project.id).await.unwrap(), [agent.id]);
     assert_eq!(created.tls_host.as_deref(), Some("agent.internal"));
     match store.create_url_configuration(&new).await {
         Err(StoreError::Conflict(message)) => assert_eq!(message, "URL configuration already exists for this agent"),
