@@ -1,20 +1,22 @@
 //! Dialling kas: DNS, TCP, an optional HTTP CONNECT proxy, TLS, and the
-//! WebSocket upgrade. Each step fails with its own error, worded for the
+//! upgrade: to a WebSocket for `wss://`/`ws://`, to the raw tunnel for
+//! `grpcs://`/`grpc://`. Each step fails with its own error, worded for the
 //! person reading the log.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glagent_proto::{CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_proto::{AGENT_PATH, CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_tunnel::WsIo;
 use glagent_tunnel::proxy::{Proxy, proxy_from_env};
+use glagent_tunnel::raw::UpgradeError;
 use http::{HeaderName, HeaderValue};
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -23,11 +25,23 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
+/// How the tunnel's bytes travel once connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `wss://`, `ws://`: binary WebSocket messages, through anything that
+    /// passes HTTP (Ingresses, path-routing proxies).
+    WebSocket,
+    /// `grpcs://`, `grpc://`: the connection itself after an HTTP/1.1
+    /// upgrade, to kas's port directly (8150 by convention).
+    Raw,
+}
+
 /// The parsed `--kas-address`.
 #[derive(Clone, Debug)]
 pub struct KasAddress {
     pub url: url::Url,
     pub tls: bool,
+    pub transport: Transport,
     pub host: String,
     pub port: u16,
 }
@@ -35,18 +49,14 @@ pub struct KasAddress {
 impl KasAddress {
     pub fn parse(text: &str) -> Result<KasAddress, String> {
         let url = url::Url::parse(text).map_err(|e| format!("--kas-address {text:?} is not a URL: {e}"))?;
-        let tls = match url.scheme() {
-            "wss" => true,
-            "ws" => false,
-            "grpc" | "grpcs" => {
-                return Err(format!(
-                    "--kas-address {text}: {}:// is not supported by this agentk; use wss://<kas host>/-/kubernetes-agent/",
-                    url.scheme()
-                ));
-            }
+        let (tls, transport) = match url.scheme() {
+            "wss" => (true, Transport::WebSocket),
+            "ws" => (false, Transport::WebSocket),
+            "grpcs" => (true, Transport::Raw),
+            "grpc" => (false, Transport::Raw),
             other => {
                 return Err(format!(
-                    "--kas-address {text}: unsupported scheme {other}://; use wss:// (or ws:// without TLS)"
+                    "--kas-address {text}: unsupported scheme {other}://; use wss:// (or ws:// without TLS), or grpcs:// (grpc:// without TLS) for kas's agent port"
                 ));
             }
         };
@@ -55,8 +65,15 @@ impl KasAddress {
             .ok_or_else(|| format!("--kas-address {text} has no host"))?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-        Ok(KasAddress { url, tls, host, port })
+        // As upstream: without a port, 443 with TLS and 80 without, also for grpc(s).
+        let port = url.port().unwrap_or(if tls { 443 } else { 80 });
+        Ok(KasAddress {
+            url,
+            tls,
+            transport,
+            host,
+            port,
+        })
     }
 }
 
@@ -94,6 +111,8 @@ pub enum DialError {
     Http { status: u16, body: String },
     #[error("WebSocket handshake with kas failed: {0}")]
     WebSocket(String),
+    #[error("upgrading the connection to kas's tunnel failed: {0}")]
+    Upgrade(String),
     #[error("{step} timed out after {STEP_TIMEOUT:?}")]
     Timeout { step: &'static str },
 }
@@ -127,7 +146,7 @@ async fn step<T>(name: &'static str, future: impl std::future::Future<Output = T
 
 impl Dialer {
     /// Connects and upgrades; the result carries the tunnel's bytes.
-    pub async fn dial(&self, token: &str, user_agent: &str) -> Result<WebSocketStream<Box<dyn Io>>, DialError> {
+    pub async fn dial(&self, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
         let address = &self.address;
         let proxy = proxy_from_env(address.tls, &address.host, address.port).map_err(DialError::ProxyConfig)?;
         let (host, port) = match &proxy {
@@ -182,6 +201,61 @@ impl Dialer {
             }
             None => Box::new(stream),
         };
+        match address.transport {
+            Transport::WebSocket => self.websocket(io, token, user_agent).await,
+            Transport::Raw => self.raw(io, token, user_agent).await,
+        }
+    }
+
+    fn authorization(token: &str) -> Result<HeaderValue, String> {
+        HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "the agent token contains characters not allowed in a header".to_string())
+    }
+
+    fn refusal(status: u16, body: String) -> DialError {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        if status == 401 {
+            DialError::Unauthorized { message }
+        } else {
+            DialError::Http { status, body: message }
+        }
+    }
+
+    async fn raw(&self, io: Box<dyn Io>, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+        let address = &self.address;
+        let host = if address.host.contains(':') {
+            format!("[{}]:{}", address.host, address.port)
+        } else {
+            format!("{}:{}", address.host, address.port)
+        };
+        let mut request = http::Request::get(AGENT_PATH)
+            .header(http::header::HOST, host)
+            .header(
+                http::header::AUTHORIZATION,
+                Self::authorization(token).map_err(DialError::Upgrade)?,
+            )
+            .header(CONNECTION_ID_HEADER, self.connection_id.to_string());
+        if let Ok(value) = HeaderValue::from_str(user_agent) {
+            request = request.header(http::header::USER_AGENT, value);
+        }
+        let mut request = request.body(()).map_err(|e| DialError::Upgrade(e.to_string()))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+        let (_, raw) = step("tunnel upgrade", glagent_tunnel::raw::upgrade(io, request))
+            .await?
+            .map_err(|error| match error {
+                UpgradeError::Refused { status, body, .. } => Self::refusal(status.as_u16(), body),
+                other => DialError::Upgrade(other.to_string()),
+            })?;
+        Ok(Box::new(raw))
+    }
+
+    async fn websocket(&self, io: Box<dyn Io>, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+        let address = &self.address;
         let mut request = address
             .url
             .as_str()
@@ -194,9 +268,7 @@ impl Dialer {
         );
         headers.insert(
             http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                DialError::WebSocket("the agent token contains characters not allowed in a header".into())
-            })?,
+            Self::authorization(token).map_err(DialError::WebSocket)?,
         );
         if let Ok(value) = HeaderValue::from_str(user_agent) {
             headers.insert(http::header::USER_AGENT, value);
@@ -216,25 +288,16 @@ impl Dialer {
         .await?
         .map_err(|error| match error {
             tokio_tungstenite::tungstenite::Error::Http(response) => {
-                let status = response.status().as_u16();
                 let body = response
                     .body()
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).to_string())
                     .unwrap_or_default();
-                let message = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["message"].as_str().map(str::to_string))
-                    .unwrap_or(body);
-                if status == 401 {
-                    DialError::Unauthorized { message }
-                } else {
-                    DialError::Http { status, body: message }
-                }
+                Self::refusal(response.status().as_u16(), body)
             }
             other => DialError::WebSocket(other.to_string()),
         })?;
-        Ok(ws)
+        Ok(Box::new(WsIo::new(ws)))
     }
 }
 
@@ -318,12 +381,13 @@ mod tests {
         assert!(wss.tls);
         assert_eq!((wss.host.as_str(), wss.port), ("kas.example.com", 443));
         let ws = KasAddress::parse("ws://127.0.0.1:8080/-/kubernetes-agent/").unwrap();
-        assert_eq!((ws.tls, ws.port), (false, 8080));
-        assert!(
-            KasAddress::parse("grpcs://kas:8150")
-                .unwrap_err()
-                .contains("not supported")
-        );
+        assert_eq!((ws.tls, ws.port, ws.transport), (false, 8080, Transport::WebSocket));
+        let grpcs = KasAddress::parse("grpcs://kas:8150").unwrap();
+        assert_eq!((grpcs.tls, grpcs.port, grpcs.transport), (true, 8150, Transport::Raw));
+        // Upstream's defaults when the port is absent; the path is ignored.
+        assert_eq!(KasAddress::parse("grpcs://kas/-/kubernetes-agent/").unwrap().port, 443);
+        let grpc = KasAddress::parse("grpc://kas").unwrap();
+        assert_eq!((grpc.tls, grpc.port, grpc.transport), (false, 80, Transport::Raw));
         assert!(
             KasAddress::parse("https://kas")
                 .unwrap_err()

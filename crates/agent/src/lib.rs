@@ -1,10 +1,13 @@
 //! agentk, the in-cluster agent.
 //!
-//! The agent dials kas (see [`dial`]), upgrades to a WebSocket and serves
-//! HTTP/2 over it: kas is the client and opens streams to the agent
-//! ([`tunnel_server`]). When the connection drops, the agent dials again
-//! with exponential backoff. A small HTTP server ([`observability`]) tells
-//! Kubernetes whether the agent is alive and ready.
+//! The agent dials kas (see [`dial`]), upgrades to a WebSocket (or, on
+//! `grpc(s)://`, to the raw tunnel) and serves HTTP/2 over it: kas is the
+//! client and opens streams to the agent ([`tunnel_server`]). When the
+//! connection drops, the agent dials again with exponential backoff. A
+//! receptive agent ([`receptive`]) also or instead listens, and kas dials
+//! it; the connection then carries the same tunnel. A small HTTP server
+//! ([`observability`]) tells Kubernetes whether the agent is alive and
+//! ready.
 
 pub mod api_client;
 pub mod args;
@@ -13,6 +16,7 @@ pub mod k8s_proxy;
 pub mod leader;
 pub mod logging;
 pub mod observability;
+pub mod receptive;
 pub mod state;
 pub mod tunnel_server;
 pub mod upgrade;
@@ -24,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use glagent_tunnel::{Backoff, WsIo};
+use glagent_tunnel::Backoff;
 use http::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -36,7 +40,7 @@ use crate::logging::LogLevel;
 use crate::state::{AgentState, Metrics};
 
 /// Where the agent token comes from.
-enum TokenSource {
+pub(crate) enum TokenSource {
     File(PathBuf),
     Env(String),
 }
@@ -44,7 +48,7 @@ enum TokenSource {
 impl TokenSource {
     /// The token file is read at every attempt, so a rotated Secret is
     /// picked up without a restart.
-    fn read(&self) -> Result<String> {
+    pub(crate) fn read(&self) -> Result<String> {
         match self {
             TokenSource::File(path) => {
                 let text = std::fs::read_to_string(path)
@@ -114,20 +118,28 @@ async fn kube_client(args: &Args) -> Result<(kube::Client, kube::Config)> {
 
 /// Runs the agent until SIGTERM or Ctrl-C.
 pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
-    let address = KasAddress::parse(&args.kas_address).map_err(anyhow::Error::msg)?;
+    let address = match &args.kas_address {
+        Some(text) => Some(KasAddress::parse(text).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        address.is_some() || args.api_listen_address.is_some(),
+        "nothing to do: pass --kas-address (the agent dials kas) or --api-listen-address (a receptive agent kas dials), or both"
+    );
     let token = token_source(&args)?;
     let pod_name = required_env("POD_NAME")?;
     let pod_namespace = required_env("POD_NAMESPACE")?;
     let headers = parse_headers(&args.kas_headers)?;
     let observability = listen_address(&args.observability_listen_address)?;
-    let tls = if address.tls {
+    let tls = if address.as_ref().is_some_and(|a| a.tls) {
         let pem = match &args.kas_ca_cert_file {
             Some(path) => {
                 Some(std::fs::read(path).with_context(|| format!("reading --kas-ca-cert-file {}", path.display()))?)
             }
             None => None,
         };
-        let name = args.kas_tls_server_name.clone().unwrap_or_else(|| address.host.clone());
+        let host = address.as_ref().map(|a| a.host.clone()).unwrap_or_default();
+        let name = args.kas_tls_server_name.clone().unwrap_or(host);
         let name = rustls::pki_types::ServerName::try_from(name.clone())
             .with_context(|| format!("{name:?} is not a valid TLS server name"))?;
         Some((dial::tls_connector(pem.as_deref())?, name))
@@ -135,6 +147,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         None
     };
     token.read()?;
+    let receptive = receptive::Listener::from_args(&args).await?;
     let (kube, kube_config) = kube_client(&args).await?;
     let connection_id = rand::rng().random_range(1..i64::MAX as u64);
     let state = Arc::new(AgentState {
@@ -144,7 +157,8 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         api: api_client::ApiClient::new(&kube_config).context("building the Kubernetes API client")?,
         kube,
         log_level,
-        connected: Default::default(),
+        connections: Default::default(),
+        listening: Default::default(),
         leader: Default::default(),
         applied: Default::default(),
         metrics: Default::default(),
@@ -162,15 +176,33 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
     });
 
     tokio::spawn(leader::run(state.clone()));
-    let dialer = Dialer {
-        address,
-        tls,
-        headers,
-        connection_id,
+    let token = Arc::new(token);
+    if let Some(receptive) = receptive {
+        tokio::spawn(receptive.serve(token.clone(), state.clone()));
+    }
+    let dialing = async {
+        match address {
+            Some(address) => {
+                let dialer = Dialer {
+                    address,
+                    tls,
+                    headers,
+                    connection_id,
+                };
+                tracing::info!(kas = %dialer.address.url, version = glagent_core::VERSION, "agentk starting");
+                connect_forever(&dialer, &token, state.clone()).await
+            }
+            None => {
+                tracing::info!(
+                    version = glagent_core::VERSION,
+                    "agentk starting (receptive only: kas dials it)"
+                );
+                std::future::pending().await
+            }
+        }
     };
-    tracing::info!(kas = %dialer.address.url, version = glagent_core::VERSION, "agentk starting");
     tokio::select! {
-        _ = connect_forever(&dialer, &token, state.clone()) => Ok(()),
+        _ = dialing => Ok(()),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             let _ = tokio::time::timeout(Duration::from_secs(3), leader::release(&state)).await;
@@ -198,13 +230,11 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
             dialer.dial(&token, &user_agent).await.map_err(|e| e.to_string())
         };
         match attempt.await {
-            Ok(ws) => {
+            Ok(io) => {
                 Metrics::inc(&state.metrics.connections_established);
-                state.connected.store(true, Ordering::Relaxed);
                 backoff.reset();
                 tracing::info!(kas = %dialer.address.url, "connected to kas");
-                let outcome = serve_tunnel(ws, state.clone()).await;
-                state.connected.store(false, Ordering::Relaxed);
+                let outcome = serve_tunnel(io, state.clone()).await;
                 let delay = backoff.next_delay();
                 tracing::warn!(cause = %outcome, retry_in = ?delay, "connection to kas lost; reconnecting");
                 tokio::time::sleep(delay).await;
@@ -220,19 +250,23 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
 }
 
 /// Serves kas's HTTP/2 requests until the connection ends; returns why.
-async fn serve_tunnel(ws: tokio_tungstenite::WebSocketStream<Box<dyn dial::Io>>, state: Arc<AgentState>) -> String {
-    let io = TokioIo::new(WsIo::new(ws));
-    let service = TowerToHyperService::new(tunnel_server::router(state));
+/// Counts as a connection to kas while it runs.
+pub(crate) async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> String {
+    let io = TokioIo::new(io);
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    let service = TowerToHyperService::new(tunnel_server::router(state.clone()));
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(500)
         .serve_connection(io, service);
-    match connection.await {
+    let outcome = match connection.await {
         Ok(()) => "kas closed the connection".to_string(),
         Err(error) => format!("connection error: {error}"),
-    }
+    };
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+    outcome
 }
 
 #[cfg(test)]

@@ -21,9 +21,15 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .with_state(state)
 }
 
+/// A receptive agent is ready once it listens: its Service must send kas's
+/// connections to it before any exist.
 async fn readiness(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     match (state.is_connected(), state.applied().is_some()) {
         (true, true) => (StatusCode::OK, "ready".to_string()),
+        (false, _) if state.is_listening() => (
+            StatusCode::OK,
+            "listening for kas (receptive agent), not connected yet".to_string(),
+        ),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not connected to kas".to_string()),
         (true, false) => (
             StatusCode::SERVICE_UNAVAILABLE,

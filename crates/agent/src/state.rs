@@ -2,7 +2,7 @@
 //! its current configuration, and counters for /metrics.
 
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use glagent_core::agent_config::AgentConfig;
 
@@ -25,7 +25,11 @@ pub struct AgentState {
     /// The proxy's client: pooled HTTP/2 for requests, HTTP/1.1 for streams.
     pub api: crate::api_client::ApiClient,
     pub log_level: LogLevel,
-    pub connected: AtomicBool,
+    /// Open connections with kas: the one the agent dialed and those kas
+    /// dialed to a receptive agent.
+    pub connections: AtomicUsize,
+    /// Whether kas can dial this agent (the receptive listener is up).
+    pub listening: AtomicBool,
     /// Whether this replica holds the agent's Lease.
     pub leader: AtomicBool,
     pub applied: RwLock<Option<Applied>>,
@@ -49,7 +53,11 @@ impl Metrics {
 
 impl AgentState {
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.connections.load(Ordering::Relaxed) > 0
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     pub fn applied(&self) -> Option<Applied> {
@@ -66,7 +74,8 @@ impl AgentState {
             kube: kube::Client::try_from(config.clone()).expect("a kube client"),
             api: crate::api_client::ApiClient::new(config).expect("an API client"),
             log_level: LogLevel::detached(),
-            connected: Default::default(),
+            connections: Default::default(),
+            listening: Default::default(),
             leader: Default::default(),
             applied: Default::default(),
             metrics: Default::default(),

@@ -127,9 +127,7 @@ pub async fn create(
             "URL configuration already exists for this agent".into(),
         ));
     }
-    // The sealed values are bound to their agent: a sealed key copied to
-    // another row does not open.
-    let context = format!("url_configuration:agent:{}", agent.id);
+    let context = glagent_services::sealed::url_configuration_context(agent.id);
     let seal = |secret: &[u8]| {
         state
             .sealer
@@ -164,6 +162,7 @@ pub async fn create(
             other => other.into(),
         })?;
     tracing::info!(agent_id = agent.id, url = %config.url, mtls = config.client_cert.is_some(), "URL configuration created: the agent is receptive");
+    state.events.url_configurations_changed();
     Ok((StatusCode::CREATED, Json(entities::url_configuration(&config))).into_response())
 }
 
@@ -182,6 +181,7 @@ pub async fn delete(
                 agent_id = agent.id,
                 "URL configuration deleted: the agent is a normal agent again"
             );
+            state.events.url_configurations_changed();
             Ok(StatusCode::NO_CONTENT)
         }
         Err(StoreError::NotFound) => Err(ApiError::NotFound("URL configuration")),

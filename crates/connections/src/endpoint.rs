@@ -1,14 +1,17 @@
-//! `GET /-/kubernetes-agent/`: the WebSocket upgrade an agent makes, with
-//! its agent token as `Authorization: Bearer`.
+//! `GET /-/kubernetes-agent/`: the upgrade an agent makes, with its agent
+//! token as `Authorization: Bearer`: to a WebSocket (`wss://` agents), or
+//! to the raw tunnel (`Upgrade: glagent-tunnel`, `grpcs://` agents), whose
+//! bytes after the `101` are the tunnel's HTTP/2 without framing.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glagent_core::secret;
-use glagent_proto::{CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_proto::{CONNECTION_ID_HEADER, RAW_TUNNEL_PROTOCOL, WS_SUBPROTOCOL};
 use glagent_services::Services;
 use glagent_store::StoreError;
+use glagent_tunnel::WsIo;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -25,22 +28,33 @@ pub async fn agent_endpoint(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
-    let is_upgrade = headers
+    let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned().filter(|_| is_upgrade) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "400 Bad request - this is the agent endpoint: agentk connects here with a WebSocket upgrade",
-        );
+        .unwrap_or_default();
+    // `None`: the raw tunnel; `Some(key)`: a WebSocket.
+    let websocket_key = if upgrade.eq_ignore_ascii_case(RAW_TUNNEL_PROTOCOL) {
+        None
+    } else {
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .cloned()
+            .filter(|_| upgrade.eq_ignore_ascii_case("websocket"));
+        let Some(key) = key else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "400 Bad request - this is the agent endpoint: agentk connects here with a WebSocket upgrade (wss://) or Upgrade: glagent-tunnel (grpcs://)",
+            );
+        };
+        Some(key)
     };
-    let offers_protocol = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == WS_SUBPROTOCOL);
+    let offers_protocol = websocket_key.is_none()
+        || headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == WS_SUBPROTOCOL);
     if !offers_protocol {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -91,27 +105,46 @@ pub async fn agent_endpoint(
         .unwrap_or_else(rand_id);
 
     let on_upgrade = hyper::upgrade::on(&mut request);
+    let websocket = websocket_key.is_some();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
+            Ok(upgraded) => TokioIo::new(upgraded),
             Err(error) => {
-                tracing::warn!(agent_id = agent.id, %error, "agent WebSocket upgrade failed");
+                tracing::warn!(agent_id = agent.id, %error, "agent connection upgrade failed");
                 return;
             }
         };
-        let config = glagent_tunnel::tunnel_config();
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        session::run(services, connections, agent, project, token, connection_id, ws).await;
+        let agent_session = session::AgentSession {
+            agent,
+            project,
+            token,
+            connection_id,
+            close: tokio_util::sync::CancellationToken::new(),
+        };
+        if websocket {
+            let config = glagent_tunnel::tunnel_config();
+            let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await;
+            session::run(services, connections, agent_session, WsIo::new(ws)).await;
+        } else {
+            session::run(services, connections, agent_session, upgraded).await;
+        }
     });
 
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_SUBPROTOCOL));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    match websocket_key {
+        Some(key) => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_SUBPROTOCOL));
+            if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+            }
+        }
+        None => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static(RAW_TUNNEL_PROTOCOL));
+        }
     }
     response
 }

@@ -1,5 +1,6 @@
-//! kas's agent connections: the WebSocket endpoint agents dial
-//! (`/-/kubernetes-agent/`), the registry of live connections, the
+//! kas's agent connections: the endpoint agents dial
+//! (`/-/kubernetes-agent/`, WebSocket or raw tunnel), the dialing of
+//! receptive agents ([`receptive`]), the registry of live connections, the
 //! per-connection session that keeps each agent registered and configured
 //! and checks its token, and — with several replicas — the routes to agents
 //! that other replicas hold, with the signing of private requests.
@@ -8,6 +9,7 @@
 //! deleted agent closes its connections at once.
 
 pub mod endpoint;
+pub mod receptive;
 pub mod registry;
 pub mod routing;
 mod session;

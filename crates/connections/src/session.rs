@@ -1,6 +1,8 @@
-//! The life of one agent connection on kas: HTTP/2 (kas as client) over the
-//! WebSocket, the agent's metadata, configuration pushed on every change of
-//! its file, and the token checked every second.
+//! The life of one agent connection on kas, however it was made (the agent
+//! dialed a WebSocket or the raw tunnel, or kas dialed a receptive agent):
+//! HTTP/2 (kas as client) over the connection's bytes, the agent's
+//! metadata, configuration pushed on every change of its file, and the
+//! token checked every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +12,11 @@ use bytes::Bytes;
 use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH};
 use glagent_services::Services;
 use glagent_store::{Agent, AgentToken, Project};
-use glagent_tunnel::WsIo;
 use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Connections;
@@ -31,18 +31,29 @@ const CONFIG_POLL: Duration = Duration::from_secs(60);
 /// How long one request to the agent may take.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn run<S>(
-    services: Services,
-    connections: Connections,
-    agent: Agent,
-    project: Project,
-    token: AgentToken,
-    connection_id: u64,
-    ws: WebSocketStream<S>,
-) where
+/// Who is on the other end, authenticated.
+pub struct AgentSession {
+    pub agent: Agent,
+    pub project: Project,
+    pub token: AgentToken,
+    pub connection_id: u64,
+    /// Cancelled to close the connection from outside (a receptive agent
+    /// whose URL configuration was deleted).
+    pub close: CancellationToken,
+}
+
+pub async fn run<S>(services: Services, connections: Connections, session: AgentSession, io: S)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(WsIo::new(ws));
+    let AgentSession {
+        agent,
+        project,
+        token,
+        connection_id,
+        close,
+    } = session;
+    let io = TokioIo::new(io);
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
@@ -68,7 +79,7 @@ pub async fn run<S>(
         connected_at: glagent_store::Timestamp::now(),
         info: Mutex::new(None),
         sender,
-        close: CancellationToken::new(),
+        close,
     });
     connections.registry.insert(connection.clone());
     if let Some(routing) = &connections.routing {
@@ -99,7 +110,7 @@ pub async fn run<S>(
                 Ok(Err(error)) => format!("connection error: {error}"),
                 Err(error) => format!("connection task failed: {error}"),
             },
-            _ = connection.close.cancelled() => break "closed by kas: token revoked or agent deleted".to_string(),
+            _ = connection.close.cancelled() => break "closed by kas: token revoked, agent deleted or URL configuration removed".to_string(),
             push = pushes.recv() => match push {
                 Ok(event) if event.project_id == project.id => session.send_config_if_changed().await,
                 Ok(_) => {}

@@ -1,11 +1,14 @@
 //! The protocol between kas and agentk, written down in `docs/protocol.md`.
 //!
 //! agentk dials kas and upgrades to a WebSocket with the subprotocol
-//! [`WS_SUBPROTOCOL`]. Binary WebSocket messages then carry one HTTP/2
-//! connection in which **kas is the client and agentk the server**, so that
-//! kas can open any number of streams to the agent: configuration updates,
-//! metadata queries and proxied Kubernetes API requests. This crate
-//! holds the names and message bodies both sides agree on; it does no I/O.
+//! [`WS_SUBPROTOCOL`] (`wss://`), or upgrades the HTTP/1.1 connection itself
+//! to [`RAW_TUNNEL_PROTOCOL`] (`grpc(s)://`); kas dials a receptive agent
+//! and makes the same raw upgrade to it. Either way the bytes that follow
+//! carry one HTTP/2 connection in which **kas is the client and agentk the
+//! server**, so that kas can open any number of streams to the agent:
+//! configuration updates, metadata queries and proxied Kubernetes API
+//! requests. This crate holds the names and message bodies both sides agree
+//! on; it does no I/O.
 
 pub mod forwarding;
 pub mod jwt;
@@ -21,8 +24,16 @@ pub const AGENT_PATH: &str = "/-/kubernetes-agent/";
 pub const CONFIGURATION_PATH: &str = "/v1/configuration";
 /// agentk: `GET` an [`AgentInfo`].
 pub const INFO_PATH: &str = "/v1/info";
-/// Header on the upgrade request: the agent process's connection id.
+/// Header on the upgrade request: the agent process's connection id (on
+/// the `101` answer when kas dials a receptive agent).
 pub const CONNECTION_ID_HEADER: &str = "x-glagent-connection-id";
+/// The `Upgrade` token of the tunnel without WebSocket framing: after
+/// `101 Switching Protocols` the connection's bytes are the tunnel's HTTP/2.
+/// Agents on `grpc://`/`grpcs://` ask kas for it; kas asks receptive agents.
+pub const RAW_TUNNEL_PROTOCOL: &str = "glagent-tunnel";
+/// On a receptive agent's `101` answer: its agent token, which kas checks
+/// belongs to the agent it meant to dial.
+pub const AGENT_TOKEN_HEADER: &str = "x-glagent-agent-token";
 
 /// What an agent process reports about itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -72,6 +72,16 @@ pub struct ServeArgs {
     /// which signs private API requests.
     #[arg(long, env = "KAS_PRIVATE_API_SECRET_FILE", requires = "private_listen")]
     pub private_api_secret_file: Option<PathBuf>,
+    /// Address of the agent port for agents whose kasAddress is grpcs://
+    /// (or grpc://): the tunnel without WebSocket framing. Upstream's port
+    /// is 8150. Served with kas's TLS certificate, unless
+    /// --agent-listen-cleartext. (wss:// agents use --listen.)
+    #[arg(long, env = "KAS_AGENT_LISTEN")]
+    pub agent_listen: Option<SocketAddr>,
+    /// Serve --agent-listen without TLS (grpc://), e.g. behind a
+    /// TLS-terminating load balancer.
+    #[arg(long, env = "KAS_AGENT_LISTEN_CLEARTEXT", requires = "agent_listen")]
+    pub agent_listen_cleartext: bool,
     /// Whether agents may be receptive (kas dials them): GitLab's
     /// `receptive_cluster_agents_enabled`. When off, the URL
     /// configurations API answers 404.

@@ -187,6 +187,22 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let agent_port = match args.agent_listen {
+        Some(address) => {
+            let acceptor = match (&tls, args.agent_listen_cleartext) {
+                (_, true) => None,
+                (Some(acceptor), false) => Some(acceptor.clone()),
+                (None, false) => anyhow::bail!(
+                    "--agent-listen serves TLS with kas's certificate, but kas serves plain HTTP ({external_url}): pass --agent-listen-cleartext for grpc://, or serve https"
+                ),
+            };
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} for agents (--agent-listen)"))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
     let (routing, private) = match (&args.private_listen, &args.private_api_secret_file) {
         (Some(address), Some(secret)) => {
             let url = glagent_connections::routing::private_url(*address, args.private_url.as_ref())?;
@@ -243,6 +259,26 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
+    let agent_port = agent_port.map(|(listener, acceptor)| {
+        tracing::info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            tls = acceptor.is_some(),
+            "agent port (grpcs:// and grpc:// agents) is serving"
+        );
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            glagent_connections::router(services.clone(), connections.clone()),
+            shutdown.clone().cancelled_owned(),
+        ))
+    });
+    let receptive = services.settings.receptive_agents.then(|| {
+        tokio::spawn(glagent_connections::receptive::run(
+            services.clone(),
+            connections.clone(),
+            shutdown.clone(),
+        ))
+    });
     tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
     accept_loop(
         listener,
@@ -251,8 +287,8 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         shutdown.clone().cancelled_owned(),
     )
     .await;
-    if let Some(private) = private {
-        let _ = private.await;
+    for task in [private, agent_port, receptive].into_iter().flatten() {
+        let _ = task.await;
     }
     if let Some(routing) = &connections.routing {
         routing.withdraw_all(&store).await;

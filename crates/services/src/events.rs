@@ -1,5 +1,6 @@
 //! What happened that others must react to: pushes (agent connections send
-//! a new configuration) and changes of access (memberships, tokens, agents,
+//! a new configuration), URL configurations created or deleted (kas dials
+//! receptive agents at once) and changes of access (memberships, tokens, agents,
 //! projects, CI jobs, configuration files), after which no cached
 //! authorisation may be used again.
 //!
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use glagent_store::PushEvent;
 use parking_lot::RwLock;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// A change of who may do what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,7 @@ type Listener = Arc<dyn Fn(&AccessChange) + Send + Sync>;
 
 pub struct Events {
     pushes: broadcast::Sender<PushEvent>,
+    url_configurations: watch::Sender<u64>,
     listeners: RwLock<Vec<Listener>>,
 }
 
@@ -55,6 +57,7 @@ impl Default for Events {
         let (pushes, _) = broadcast::channel(256);
         Events {
             pushes,
+            url_configurations: watch::Sender::new(0),
             listeners: RwLock::new(Vec::new()),
         }
     }
@@ -68,6 +71,16 @@ impl Events {
 
     pub(crate) fn pushed(&self, event: PushEvent) {
         let _ = self.pushes.send(event);
+    }
+
+    /// Changes whenever a URL configuration is created or deleted here.
+    pub fn url_configuration_changes(&self) -> watch::Receiver<u64> {
+        self.url_configurations.subscribe()
+    }
+
+    /// Call it after a URL configuration was stored or deleted.
+    pub fn url_configurations_changed(&self) {
+        self.url_configurations.send_modify(|n| *n += 1);
     }
 
     /// Calls `listener` on every change of access from now on.

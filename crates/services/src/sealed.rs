@@ -110,6 +110,12 @@ impl Sealer {
     }
 }
 
+/// What a URL configuration's sealed keys are bound to: its agent, so a
+/// sealed key copied to another agent's row does not open.
+pub fn url_configuration_context(agent_id: i64) -> String {
+    format!("url_configuration:agent:{agent_id}")
+}
+
 /// A new Ed25519 key pair: (the private key as PKCS#8, the raw 32-byte
 /// public key).
 pub fn new_ed25519_key() -> Result<(Vec<u8>, Vec<u8>), SealError> {

@@ -964,6 +964,38 @@ impl Store {
         )
     }
 
+    /// Takes every receptive agent no live replica holds, renews those
+    /// `replica_id` holds until `expires_at`, and returns the agents it
+    /// holds now. One statement, so two replicas never both win an agent.
+    pub async fn hold_receptive_agents(&self, replica_id: &str, expires_at: Timestamp) -> Result<Vec<i64>> {
+        sqlx::query(
+            "INSERT INTO receptive_holders (agent_id, replica_id, expires_at) \
+             SELECT agent_id, $1, $2 FROM url_configurations WHERE true \
+             ON CONFLICT (agent_id) DO UPDATE SET replica_id = excluded.replica_id, expires_at = excluded.expires_at \
+             WHERE receptive_holders.replica_id = excluded.replica_id OR receptive_holders.expires_at < $3",
+        )
+        .bind(replica_id)
+        .bind(expires_at.to_string())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT agent_id FROM receptive_holders WHERE replica_id = $1 ORDER BY agent_id")
+                .bind(replica_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Lets other replicas take `replica_id`'s receptive agents at once.
+    pub async fn release_receptive_agents(&self, replica_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM receptive_holders WHERE replica_id = $1")
+            .bind(replica_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete_url_configuration(&self, agent_id: i64, id: i64) -> Result<()> {
         let done = sqlx::query("DELETE FROM url_configurations WHERE agent_id = $1 AND id = $2")
             .bind(agent_id)

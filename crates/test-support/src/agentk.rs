@@ -15,6 +15,9 @@ pub struct AgentkOptions {
     pub pod_name: Option<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Run inside this network namespace (name, its side's address); the
+    /// observability server then listens on that address.
+    pub netns: Option<(String, std::net::Ipv4Addr)>,
 }
 
 pub struct Agentk {
@@ -56,7 +59,15 @@ impl Agentk {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.options.netns {
+            Some((name, _)) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let observability = format!("{}:{}", self.host(), self.observability_port);
         if !self.options.kas_address.is_empty() {
             command.arg("--kas-address").arg(&self.options.kas_address);
         }
@@ -68,12 +79,10 @@ impl Agentk {
         let mut args = self.options.args.clone();
         if let Some(at) = args.iter().position(|a| a == "--observability-listen-address") {
             if at + 1 < args.len() {
-                args[at + 1] = format!("127.0.0.1:{}", self.observability_port);
+                args[at + 1] = observability;
             }
         } else {
-            command
-                .arg("--observability-listen-address")
-                .arg(format!("127.0.0.1:{}", self.observability_port));
+            command.arg("--observability-listen-address").arg(observability);
         }
         command
             .args(&args)
@@ -139,8 +148,16 @@ impl Agentk {
         }
     }
 
+    /// Where the observability server listens.
+    fn host(&self) -> String {
+        match &self.options.netns {
+            Some((_, ip)) => ip.to_string(),
+            None => "127.0.0.1".into(),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.observability_port);
+        let url = format!("http://{}:{}{path}", self.host(), self.observability_port);
         let response = reqwest::Client::new()
             .get(url)
             .timeout(Duration::from_secs(2))

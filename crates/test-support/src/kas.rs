@@ -144,6 +144,14 @@ impl Kas {
         }
     }
 
+    /// Kills kas with SIGKILL: no chance to clean up, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops and starts kas again on the same port and data.
     pub async fn restart(&mut self) {
         assert!(self.stop(), "kas did not stop on SIGTERM within 10 s");

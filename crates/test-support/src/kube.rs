@@ -288,6 +288,13 @@ fn write_pki(dir: &Path) -> anyhow::Result<()> {
     ])?;
     server.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse()?));
     server.subject_alt_names.push(SanType::IpAddress("10.0.0.1".parse()?));
+    // Pods in a network namespace reach the API server through a relay on
+    // their host side's address (see `netns`).
+    for slot in 0..crate::netns::SLOTS {
+        server
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([10, 77, slot, 1])));
+    }
     server.distinguished_name.push(DnType::CommonName, "kube-apiserver");
     let server_cert = server.signed_by(&server_key, &issuer)?;
 

@@ -6,6 +6,8 @@
 //! - [`kas`]: a `kas` process on a free port with its own data directory.
 //! - [`agentk`]: an `agentk` process pointed at a kas.
 //! - [`connect_proxy`]: an HTTP CONNECT proxy the test controls.
+//! - [`netns`]: a network namespace with one veth pair to the host, for
+//!   agents that cannot reach kas.
 //! - [`postgres`]: a fresh database on the PostgreSQL server that
 //!   `scripts/test.sh` starts.
 //! - [`binary`]: a workspace binary (`kas`, `agentk`, `glagent`) from the
@@ -18,6 +20,7 @@ pub mod agentk;
 pub mod connect_proxy;
 pub mod kas;
 pub mod kube;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 

@@ -205,12 +205,14 @@ fn the_chart_lints_and_renders_every_documented_combination() {
             "{env}"
         );
 
+        // A receptive agent: the listener's arguments, the key Secret
+        // (`api-jwt`, holding the base64 text) and the Service 8182 -> 8082.
         let receptive = render(
             version,
             &[
                 "config.token=glagent-xyz",
                 "config.receptive.enabled=true",
-                "config.api.jwtPublicKey=abc",
+                "config.api.jwtPublicKey=cHVibGljLWtleQ==",
             ],
             dir.path(),
         );
@@ -222,11 +224,100 @@ fn the_chart_lints_and_renders_every_documented_combination() {
                 "Role",
                 "RoleBinding",
                 "Secret",
+                "Secret",
                 "Service",
                 "ServiceAccount"
             ]
         );
-        assert!(!find(&receptive, "Deployment").to_string().contains("--kas-address"));
+        let deployment = find(&receptive, "Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(!args.contains(&"--kas-address"), "{args:?}");
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--api-listen-address :8082 --api-jwt-file /etc/agentk/api/api-jwt"),
+            "{joined}"
+        );
+        let key = receptive
+            .iter()
+            .find(|o| o["metadata"]["name"] == "rel-gitlab-agent-api-jwt")
+            .expect("the api-jwt Secret");
+        assert_eq!(
+            key["data"]["api-jwt"], "Y0hWaWJHbGpMV3RsZVE9PQ==",
+            "the file holds the base64 text"
+        );
+        let mounts = container["volumeMounts"].to_string();
+        assert!(mounts.contains("/etc/agentk/api"), "{mounts}");
+        let service = find(&receptive, "Service");
+        assert_eq!(service["spec"]["ports"][0]["port"], 8182, "{service}");
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "api", "{service}");
+        let ports = container["ports"].to_string();
+        assert!(ports.contains("\"containerPort\":8082"), "{ports}");
+
+        // TLS and mTLS for the listener.
+        let mtls = render(
+            version,
+            &[
+                "config.token=glagent-xyz",
+                "config.receptive.enabled=true",
+                "config.api.tls.enabled=true",
+                "config.api.tls.secretName=agent-tls",
+                "config.api.mtls.enabled=true",
+                "config.api.mtls.clientCaCert=-----BEGIN CERTIFICATE-----",
+            ],
+            dir.path(),
+        );
+        let args = find(&mtls, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        for expected in [
+            "--api-cert-file\",\"/etc/agentk/api-tls/tls.crt",
+            "--api-key-file\",\"/etc/agentk/api-tls/tls.key",
+            "--api-mtls\",\"--api-client-ca-cert-file\",\"/etc/agentk/api-client-ca/ca.crt",
+        ] {
+            assert!(args.contains(expected), "{expected} in {args}");
+        }
+        assert!(!args.contains("--api-jwt-file"), "{args}");
+
+        // Each missing or inconsistent value is named, with the fix.
+        for (sets, words) in [
+            (
+                vec!["config.receptive.enabled=true"],
+                "config.api.jwtPublicKey is required for a receptive agent",
+            ),
+            (
+                vec![
+                    "config.receptive.enabled=true",
+                    "config.api.jwtPublicKey=k",
+                    "config.api.listenAddress=:9000",
+                ],
+                "config.api.listenAddress (:9000) must listen on service.internalPort (8082)",
+            ),
+            (
+                vec!["config.receptive.enabled=true", "config.api.mtls.enabled=true"],
+                "config.api.mtls.enabled needs config.api.tls.enabled",
+            ),
+            (
+                vec![
+                    "config.receptive.enabled=true",
+                    "config.api.jwtPublicKey=k",
+                    "config.api.tls.enabled=true",
+                ],
+                "config.api.tls.secretName is required",
+            ),
+        ] {
+            let failed = Command::new(helm(version))
+                .args(["template", "x", chart, "--set", "config.token=t"])
+                .args(sets.iter().flat_map(|s| ["--set", s]))
+                .output()
+                .unwrap();
+            assert!(!failed.status.success(), "{sets:?}");
+            let stderr = String::from_utf8_lossy(&failed.stderr);
+            assert!(stderr.contains(words), "{sets:?}: {stderr}");
+        }
 
         // Two releases never collide.
         let other = Command::new(helm(version))

@@ -16,6 +16,7 @@ mod kpt;
 mod lifecycle;
 mod network;
 mod proxy;
+mod receptive;
 mod replicas;
 mod streaming;
 mod support;

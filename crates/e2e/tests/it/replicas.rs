@@ -201,3 +201,78 @@ async fn a_replica_without_the_agent_forwards_to_the_replica_holding_it() {
     })
     .await;
 }
+
+/// With two replicas, exactly one dials a receptive agent; when it dies
+/// without a word (SIGKILL), the other takes the agent over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_replica_holding_a_receptive_agent_moves_it_to_the_other_within_5_s() {
+    let database_url = glagent_test_support::postgres::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("private-api-secret");
+    std::fs::write(&secret, "s3cret-shared-by-all-kas-replicas-0123456789\n").unwrap();
+    let mut setup = Setup::with_options(replica_options(&database_url, &secret, None).0).await;
+    let (b_options, _) = replica_options(&database_url, &secret, Some(setup.kas.data_dir.clone()));
+    let mut b = Kas::start(&kas(), b_options).await;
+    let port = glagent_test_support::free_port();
+    let (status, config) = call(
+        &setup.kas,
+        "POST",
+        &format!(
+            "/projects/{}/cluster_agents/{}/url_configurations",
+            setup.project_id, setup.agent_id
+        ),
+        Some(json!({"url": format!("grpc://127.0.0.1:{port}")})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{config}");
+    let jwt = dir.path().join("api-jwt");
+    std::fs::write(&jwt, config["public_key"].as_str().unwrap()).unwrap();
+    let agent = Agentk::start(
+        &agentk(),
+        glagent_test_support::agentk::AgentkOptions {
+            token: setup.token.clone(),
+            kubeconfig: Some(KubeEnv::shared().kubeconfig_path()),
+            args: vec![
+                "--api-listen-address".into(),
+                format!("127.0.0.1:{port}"),
+                "--api-jwt-file".into(),
+                jwt.display().to_string(),
+            ],
+            ..Default::default()
+        },
+    );
+    let dialed = |log: String| log.matches("connected to the receptive agent").count();
+    until(Duration::from_secs(10), "a replica to dial the agent", async || {
+        dialed(setup.kas.log()) + dialed(b.log()) == 1
+    })
+    .await;
+    // Several lease renewals later, still exactly one replica holds it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(dialed(setup.kas.log()) + dialed(b.log()), 1);
+    assert_eq!(agent.log().matches("kas connected (receptive agent)").count(), 1);
+
+    let a_holds = dialed(setup.kas.log()) == 1;
+    let killed = std::time::Instant::now();
+    let survivor_log = if a_holds {
+        setup.kas.kill();
+        Box::new(|| b.log()) as Box<dyn Fn() -> String>
+    } else {
+        b.kill();
+        Box::new(|| setup.kas.log()) as Box<dyn Fn() -> String>
+    };
+    until(
+        Duration::from_secs(10),
+        "the other replica to take the agent over",
+        async || dialed(survivor_log()) == 1,
+    )
+    .await;
+    let took = killed.elapsed();
+    println!("receptive agent moved to the other replica {took:?} after the holder was killed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    until(
+        Duration::from_secs(5),
+        "the agent to serve the new replica",
+        async || agent.is_connected().await && agent.log().matches("kas connected (receptive agent)").count() == 2,
+    )
+    .await;
+}

@@ -47,6 +47,7 @@ both_backends!(
     agent_routes_expire_and_are_withdrawn,
     environments_are_saved_and_unlinked_from_deleted_agents,
     an_agent_has_at_most_one_url_configuration,
+    one_replica_holds_each_receptive_agent_until_it_stops_renewing,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -426,4 +427,52 @@ async fn an_agent_has_at_most_one_url_configuration(store: Store) {
         store.url_configurations().await.unwrap().is_empty(),
         "deleted with its agent"
     );
+}
+
+async fn one_replica_holds_each_receptive_agent_until_it_stops_renewing(store: Store) {
+    let owner = user(&store, "holder-owner").await;
+    let ns = group(&store, "holders", None).await;
+    let project = project(&store, &ns, "config", owner.id).await;
+    let mut agents = Vec::new();
+    for name in ["edge-a", "edge-b"] {
+        let agent = store.create_agent(project.id, name, owner.id).await.unwrap();
+        store
+            .create_url_configuration(&NewUrlConfiguration {
+                agent_id: agent.id,
+                url: "grpc://agent:8082".into(),
+                ca_cert: None,
+                tls_host: None,
+                client_cert: None,
+                client_key_sealed: None,
+                public_key: Some("cHVibGlj".into()),
+                private_key_sealed: Some("c2VhbGVk".into()),
+                created_by_user_id: owner.id,
+            })
+            .await
+            .unwrap();
+        agents.push(agent.id);
+    }
+    let later = || Timestamp::from_now(std::time::Duration::from_secs(30));
+    assert_eq!(store.hold_receptive_agents("r1", later()).await.unwrap(), agents);
+    assert!(
+        store.hold_receptive_agents("r2", later()).await.unwrap().is_empty(),
+        "held by a live replica"
+    );
+    assert_eq!(
+        store.hold_receptive_agents("r1", later()).await.unwrap(),
+        agents,
+        "renewed"
+    );
+    // r1 stops renewing: its rows expire and r2 takes them.
+    store
+        .hold_receptive_agents("r1", Timestamp::before_now(std::time::Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(store.hold_receptive_agents("r2", later()).await.unwrap(), agents);
+    assert!(store.hold_receptive_agents("r1", later()).await.unwrap().is_empty());
+    // A released agent is free at once; a deleted configuration is held by no one.
+    store.release_receptive_agents("r2").await.unwrap();
+    let config = store.url_configuration(agents[0]).await.unwrap().unwrap();
+    store.delete_url_configuration(agents[0], config.id).await.unwrap();
+    assert_eq!(store.hold_receptive_agents("r1", later()).await.unwrap(), [agents[1]]);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use glagent_test_support::agentk::{Agentk, AgentkOptions};
 use glagent_test_support::kube::KubeEnv;
+use glagent_test_support::netns::Netns;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
@@ -59,10 +60,16 @@ pub fn sh(dir: &Path, helm_version: u8, script: &str) -> String {
     stdout
 }
 
-/// Starts agentk with the rendered Deployment's args and env, the Secret's
-/// token and the CA ConfigMap where the mounts say, and a token of the
+/// Starts agentk with the rendered Deployment's args and env, each mounted
+/// Secret and ConfigMap written where its mount says, and a token of the
 /// chart's ServiceAccount from the TokenRequest API.
 pub async fn run_as_the_chart_says(namespace: &str, release: &str, dir: &Path) -> Agentk {
+    run_as_the_chart_says_in(namespace, release, dir, None).await
+}
+
+/// [`run_as_the_chart_says`], inside `netns` when given: the agent then
+/// reaches the API server through a relay on the namespace's host side.
+pub async fn run_as_the_chart_says_in(namespace: &str, release: &str, dir: &Path, netns: Option<&mut Netns>) -> Agentk {
     let env = KubeEnv::shared();
     let client = env.client().await;
     let name = format!("{release}-gitlab-agent");
@@ -72,29 +79,58 @@ pub async fn run_as_the_chart_says(namespace: &str, release: &str, dir: &Path) -
         .unwrap();
     let pod = deployment.spec.template.spec.unwrap();
     let container = &pod.containers[0];
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(&format!("{name}-token"))
-        .await
-        .unwrap();
-    let token_file = dir.join(format!("{release}-token"));
-    std::fs::write(&token_file, &secret.data.unwrap()["token"].0).unwrap();
-    let ca_file = dir.join(format!("{release}-ca.crt"));
-    if let Ok(ca) = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get(&format!("{name}-ca"))
-        .await
-    {
-        std::fs::write(&ca_file, &ca.data.unwrap()["ca.crt"]).unwrap();
+    // Each mounted volume's files, under dir/<release>-<volume>/.
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.clone().unwrap_or_default() {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap_or_else(|| panic!("no volume {}", mount.name));
+        let files: Vec<(String, Vec<u8>)> = if let Some(secret) = &volume.secret {
+            let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+                .get(secret.secret_name.as_deref().unwrap())
+                .await
+                .unwrap();
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        } else if let Some(config_map) = &volume.config_map {
+            let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get(&config_map.name)
+                .await
+                .unwrap();
+            config_map
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect()
+        } else {
+            panic!("volume {} is neither a Secret nor a ConfigMap", mount.name)
+        };
+        let local = dir.join(format!("{release}-{}", mount.name));
+        std::fs::create_dir_all(&local).unwrap();
+        for (file, content) in files {
+            std::fs::write(local.join(file), content).unwrap();
+        }
+        mounts.push((mount.mount_path.clone(), local));
     }
     let args: Vec<String> = container
         .args
         .clone()
         .unwrap()
         .into_iter()
-        .map(|a| match a.as_str() {
-            "/etc/agentk/secrets/token" => token_file.display().to_string(),
-            "/etc/agentk/config/ca.crt" => ca_file.display().to_string(),
-            _ => a,
-        })
+        .map(
+            |a| match mounts.iter().find(|(path, _)| a.starts_with(&format!("{path}/"))) {
+                Some((path, local)) => format!("{}{}", local.display(), &a[path.len()..]),
+                None => a,
+            },
+        )
         .collect();
     let service_account = pod.service_account_name.unwrap();
     let sa_token = Command::new(kubectl_path(KUBECTLS[1]))
@@ -108,13 +144,22 @@ pub async fn run_as_the_chart_says(namespace: &str, release: &str, dir: &Path) -
         "{}",
         String::from_utf8_lossy(&sa_token.stderr)
     );
+    let (server, netns) = match netns {
+        Some(netns) => {
+            let relay = netns
+                .forward(format!("127.0.0.1:{}", env.api_port).parse().unwrap())
+                .await;
+            (format!("https://{relay}"), Some((netns.name.clone(), netns.ns_ip)))
+        }
+        None => (env.server_url(), None),
+    };
     let kubeconfig = dir.join(format!("{release}-in-cluster.kubeconfig"));
     std::fs::write(
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
              users: [{{name: sa, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: c, user: sa}}}}]\ncurrent-context: c\n",
-            env.server_url(),
+            server,
             env.ca_file().display(),
             String::from_utf8_lossy(&sa_token.stdout).trim()
         ),
@@ -146,6 +191,7 @@ pub async fn run_as_the_chart_says(namespace: &str, release: &str, dir: &Path) -
             token: String::new(),
             args: args_with_kubeconfig,
             env: envs,
+            netns,
             ..Default::default()
         },
     );
