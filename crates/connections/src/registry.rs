@@ -23,6 +23,8 @@ pub struct AgentConnection {
     pub connection_id: u64,
     pub connected_at: Timestamp,
     pub info: Mutex<Option<AgentInfo>>,
+    /// The projects the agent's Flux GitRepository objects point at.
+    pub flux_projects: Mutex<Vec<String>>,
     pub sender: SendRequest<Body>,
     /// Cancelled to close the connection (token revoked, agent deleted).
     pub close: CancellationToken,

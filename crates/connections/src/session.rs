@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use glagent_proto::{AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, INFO_PATH};
+use glagent_proto::{
+    AgentInfo, CONFIGURATION_PATH, ConfigurationUpdate, FLUX_PROJECTS_PATH, FLUX_RECONCILE_PATH, FluxProjects,
+    FluxReconcile, FluxReconciled, INFO_PATH,
+};
 use glagent_services::Services;
 use glagent_store::{Agent, AgentToken, Project};
 use http_body_util::BodyExt;
@@ -78,6 +81,7 @@ where
         connection_id,
         connected_at: glagent_store::Timestamp::now(),
         info: Mutex::new(None),
+        flux_projects: Mutex::new(Vec::new()),
         sender,
         close,
     });
@@ -99,6 +103,7 @@ where
     let mut pushes = services.events.pushes();
     session.refresh_info().await;
     session.send_config_if_changed().await;
+    let flux = tokio::spawn(follow_flux_projects(connection.clone()));
 
     let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
     let mut token_tick = tokio::time::interval(TOKEN_CHECK);
@@ -112,8 +117,12 @@ where
             },
             _ = connection.close.cancelled() => break "closed by kas: token revoked, agent deleted or URL configuration removed".to_string(),
             push = pushes.recv() => match push {
-                Ok(event) if event.project_id == project.id => session.send_config_if_changed().await,
-                Ok(_) => {}
+                Ok(event) => {
+                    if event.project_id == project.id {
+                        session.send_config_if_changed().await;
+                    }
+                    session.reconcile_flux(&project, event.project_id).await;
+                }
                 Err(RecvError::Lagged(_)) => session.send_config_if_changed().await,
                 Err(RecvError::Closed) => break "kas is shutting down".to_string(),
             },
@@ -136,7 +145,53 @@ where
             .await;
     }
     driver.abort();
+    flux.abort();
     tracing::info!(agent_id = connection.agent_id, connection_id, reason = %reason, "agent disconnected");
+}
+
+/// Follows the agent's stream of the projects its Flux GitRepository
+/// objects point at, for as long as the connection lives. An agent
+/// without the stream (another version) answers 404 and has none.
+async fn follow_flux_projects(connection: Arc<AgentConnection>) {
+    let request = http::Request::get(FLUX_PROJECTS_PATH)
+        .body(Body::empty())
+        .expect("static request");
+    let mut sender = connection.sender.clone();
+    if sender.ready().await.is_err() {
+        return;
+    }
+    let response = match sender.send_request(request).await {
+        Ok(response) if response.status().is_success() => response,
+        Ok(response) => {
+            tracing::debug!(agent_id = connection.agent_id, status = %response.status(), "the agent has no Flux projects stream");
+            return;
+        }
+        Err(error) => {
+            tracing::debug!(agent_id = connection.agent_id, %error, "asking for the agent's Flux projects failed");
+            return;
+        }
+    };
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            match serde_json::from_slice::<FluxProjects>(&line) {
+                Ok(update) => {
+                    tracing::info!(agent_id = connection.agent_id, projects = ?update.projects, "the agent's Flux GitRepository objects point at these projects");
+                    *connection.flux_projects.lock() = update.projects;
+                }
+                Err(error) => tracing::warn!(agent_id = connection.agent_id, %error, "the agent sent an unreadable Flux projects line"),
+            }
+        }
+        if pending.len() > 1 << 20 {
+            tracing::warn!(agent_id = connection.agent_id, "the agent's Flux projects line is over 1 MiB; ignoring the stream");
+            return;
+        }
+    }
 }
 
 struct Session {
@@ -187,6 +242,48 @@ impl Session {
                 tracing::warn!(agent_id = self.agent.id, %status, "the agent refused to send its metadata")
             }
             Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "asking the agent for its metadata failed"),
+        }
+    }
+
+    /// Asks the agent to request reconciliations of its GitRepository
+    /// objects that point at the pushed project, if any do and the agent
+    /// may reconcile it.
+    async fn reconcile_flux(&self, agent_project: &Project, pushed_project_id: i64) {
+        if self.connection.flux_projects.lock().is_empty() {
+            return;
+        }
+        let pushed = if pushed_project_id == agent_project.id {
+            agent_project.clone()
+        } else {
+            match self.services.store.project(pushed_project_id).await {
+                Ok(project) => project,
+                Err(_) => return,
+            }
+        };
+        let path = pushed.full_path.to_ascii_lowercase();
+        let watched = self.connection.flux_projects.lock().iter().any(|p| *p == path);
+        if !watched {
+            return;
+        }
+        if !glagent_core::flux::agent_may_reconcile(&agent_project.full_path, &pushed.full_path) {
+            tracing::info!(agent_id = self.agent.id, project = %pushed.full_path, "not requesting Flux reconciliation: the agent's project is in another top-level group");
+            return;
+        }
+        let body = serde_json::to_vec(&FluxReconcile {
+            project_path: pushed.full_path.clone(),
+        })
+        .expect("serialisable");
+        let request = http::Request::post(FLUX_RECONCILE_PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("static request");
+        match self.call(request).await {
+            Ok((status, body)) if status.is_success() => {
+                let annotated = serde_json::from_slice::<FluxReconciled>(&body).unwrap_or_default().annotated;
+                tracing::info!(agent_id = self.agent.id, project = %pushed.full_path, ?annotated, "asked the agent to reconcile Flux sources");
+            }
+            Ok((status, _)) => tracing::warn!(agent_id = self.agent.id, %status, "the agent refused the Flux reconciliation request"),
+            Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "asking the agent for a Flux reconciliation failed"),
         }
     }
 

@@ -119,8 +119,34 @@ pub struct IdEntry {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Flux {
+    /// Whether the agent requests a reconciliation of the GitRepository
+    /// objects that point at a project of this forge when the project is
+    /// pushed (default: true). Turn it off for an agent that shares its
+    /// cluster with another agent that does it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_receiver_url: Option<String>,
+    pub reconcile_on_push: Option<bool>,
+    /// Upstream's Receiver URL; refused with the reason (see
+    /// [`refuse_webhook_receiver_url`]).
+    #[serde(
+        deserialize_with = "refuse_webhook_receiver_url",
+        skip_serializing,
+        rename = "webhook_receiver_url"
+    )]
+    _webhook_receiver_url: (),
+}
+
+impl Flux {
+    pub fn reconcile_on_push(&self) -> bool {
+        self.reconcile_on_push.unwrap_or(true)
+    }
+}
+
+/// glagent's agent annotates the GitRepository itself, so upstream's
+/// Receiver URL would do nothing; a silent no-op would mislead.
+fn refuse_webhook_receiver_url<'de, D: serde::Deserializer<'de>>(_: D) -> Result<(), D::Error> {
+    Err(serde::de::Error::custom(
+        "flux.webhook_receiver_url is not used: agentk requests reconciliations by annotating the GitRepository (reconcile.fluxcd.io/requestedAt), so no Receiver or webhook is needed; remove the key (flux.reconcile_on_push: false turns the module off)",
+    ))
 }
 
 /// Observability settings of the agent.
@@ -342,7 +368,7 @@ user_access:
   groups:
     - id: group
 flux:
-  webhook_receiver_url: http://webhook-receiver.flux-system.svc.cluster.local
+  reconcile_on_push: false
 observability:
   logging:
     level: debug
@@ -365,6 +391,16 @@ observability:
             config.observability.unwrap().logging.unwrap().level,
             Some(LogLevel::Debug)
         );
+        assert!(!config.flux.unwrap().reconcile_on_push());
+        assert!(Flux::default().reconcile_on_push());
+    }
+
+    #[test]
+    fn upstreams_webhook_receiver_url_is_refused_with_the_reason() {
+        let (line, message) = invalid("flux:\n  webhook_receiver_url: http://webhook-receiver.flux-system.svc\n");
+        assert_eq!(line, Some(2), "{message}");
+        assert!(message.contains("flux.webhook_receiver_url is not used"), "{message}");
+        assert!(message.contains("remove the key"), "{message}");
     }
 
     fn invalid(text: &str) -> (Option<usize>, String) {

@@ -9,6 +9,7 @@ pub mod access;
 pub mod agent_config;
 pub mod ci_access;
 pub mod environment;
+pub mod flux;
 pub mod identity;
 pub mod names;
 pub mod receptive;

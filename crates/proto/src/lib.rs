@@ -24,6 +24,11 @@ pub const AGENT_PATH: &str = "/-/kubernetes-agent/";
 pub const CONFIGURATION_PATH: &str = "/v1/configuration";
 /// agentk: `GET` an [`AgentInfo`].
 pub const INFO_PATH: &str = "/v1/info";
+/// agentk: `GET` a stream of [`FluxProjects`] lines (newline-delimited
+/// JSON), one now and one on every change.
+pub const FLUX_PROJECTS_PATH: &str = "/v1/flux/projects";
+/// agentk: `POST` a [`FluxReconcile`]; answers [`FluxReconciled`].
+pub const FLUX_RECONCILE_PATH: &str = "/v1/flux/reconcile";
 /// Header on the upgrade request: the agent process's connection id (on
 /// the `101` answer when kas dials a receptive agent).
 pub const CONNECTION_ID_HEADER: &str = "x-glagent-connection-id";
@@ -34,6 +39,26 @@ pub const RAW_TUNNEL_PROTOCOL: &str = "glagent-tunnel";
 /// On a receptive agent's `101` answer: its agent token, which kas checks
 /// belongs to the agent it meant to dial.
 pub const AGENT_TOKEN_HEADER: &str = "x-glagent-agent-token";
+
+/// The projects of this forge that the agent's Flux GitRepository objects
+/// point at (the leader's; others send an empty list).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FluxProjects {
+    pub projects: Vec<String>,
+}
+
+/// kas to the agent: `project_path` was pushed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FluxReconcile {
+    pub project_path: String,
+}
+
+/// The GitRepository objects (`namespace/name`) whose reconciliation the
+/// agent requested.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FluxReconciled {
+    pub annotated: Vec<String>,
+}
 
 /// What an agent process reports about itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

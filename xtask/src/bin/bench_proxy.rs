@@ -1,7 +1,8 @@
 //! The Kubernetes API proxy benchmark, run by `cargo xtask bench proxy`
 //! (release builds). Against one real kube-apiserver, in one run, the same
-//! requests go several ways: directly, through kas + agentk, through
-//! `kubectl proxy`, through two bare TCP relays and, when
+//! requests go several ways: directly, through kas + agentk (the agent on
+//! `wss://`, on `grpcs://`, and receptive: kas dials it over `grpcs://`),
+//! through `kubectl proxy`, through two bare TCP relays and, when
 //! `GLAGENT_BENCH_BASELINE` names a directory holding another build's `kas`
 //! and `agentk`, through that pair too (old build against new build,
 //! requests alternating). Prints the figures and a `RESULT` line.
@@ -261,9 +262,12 @@ async fn bench() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     // kas + agentk (release builds), user access as the agent.
-    let (kas, _agentk, via) = start_pair("kas+agentk", &release, env).await?;
+    let (kas, _agentk, via) = start_pair("kas+agentk", &release, env, Transport::Wss).await?;
+    let (_grpcs_kas, _grpcs_agentk, grpcs) = start_pair("grpcs://", &release, env, Transport::Grpcs).await?;
+    let (_receptive_kas, _receptive_agentk, receptive) =
+        start_pair("receptive", &release, env, Transport::Receptive).await?;
     let baseline = match std::env::var_os("GLAGENT_BENCH_BASELINE") {
-        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), env).await?),
+        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), env, Transport::Wss).await?),
         None => None,
     };
 
@@ -323,7 +327,7 @@ async fn bench() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut paths = vec![&direct, &via, &kproxy, &relays];
+    let mut paths = vec![&direct, &via, &kproxy, &relays, &grpcs, &receptive];
     if let Some((_, _, path)) = &baseline {
         paths.push(path);
     }
@@ -357,7 +361,7 @@ async fn bench() -> Result<()> {
     );
     let _ = kubectl_proxy.kill();
     let _ = kubectl_proxy.wait();
-    let (d, v, k, r) = (results[0], results[1], results[2], results[3]);
+    let (d, v, k, r, g, rc) = (results[0], results[1], results[2], results[3], results[4], results[5]);
     println!(
         "RESULT get_p50_ratio={:.2} get_p99_ratio={:.2} list_throughput_ratio={:.2} watch_p99_extra_ms={:.2} kubectl_proxy_get_p50_ratio={:.2} two_relays_get_p50_ratio={:.2}",
         ms(v.0) / ms(d.0),
@@ -367,7 +371,14 @@ async fn bench() -> Result<()> {
         ms(k.0) / ms(d.0),
         ms(r.0) / ms(d.0),
     );
-    if let (Some(b), Some(watch_baseline)) = (results.get(4), watch.get(2)) {
+    println!(
+        "RESULT grpcs_vs_wss_get_p50_ratio={:.2} receptive_vs_wss_get_p50_ratio={:.2} grpcs_vs_wss_list_ratio={:.2} receptive_vs_wss_list_ratio={:.2}",
+        ms(g.0) / ms(v.0),
+        ms(rc.0) / ms(v.0),
+        g.2 / v.2,
+        rc.2 / v.2,
+    );
+    if let (Some(b), Some(watch_baseline)) = (results.get(6), watch.get(2)) {
         println!(
             "RESULT vs_baseline_get_p50_ratio={:.2} vs_baseline_get_p99_ratio={:.2} vs_baseline_list_ratio={:.2} vs_baseline_watch_p99_extra_ms={:.2} baseline_get_p50_ratio={:.2}",
             ms(v.0) / ms(b.0),
@@ -381,10 +392,32 @@ async fn bench() -> Result<()> {
     Ok(())
 }
 
-/// A kas and an agentk from `binaries`, connected, with user access as the
-/// agent for root, and the path that reaches the API server through them.
-async fn start_pair(name: &'static str, binaries: &std::path::Path, env: &KubeEnv) -> Result<(Kas, Agentk, Path)> {
-    let kas = Kas::start(&binaries.join("kas"), KasOptions::default()).await;
+/// How the pair's agent and kas are connected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// The agent dials `wss://` (WebSocket).
+    Wss,
+    /// The agent dials kas's agent port over `grpcs://` (raw tunnel).
+    Grpcs,
+    /// kas dials the receptive agent over `grpcs://`, with its JWT.
+    Receptive,
+}
+
+/// A kas and an agentk from `binaries`, connected as `transport` says,
+/// with user access as the agent for root, and the path that reaches the
+/// API server through them.
+async fn start_pair(
+    name: &'static str,
+    binaries: &std::path::Path,
+    env: &KubeEnv,
+    transport: Transport,
+) -> Result<(Kas, Agentk, Path)> {
+    let agent_port = glagent_test_support::free_port();
+    let mut options = KasOptions::default();
+    if transport == Transport::Grpcs {
+        options.env = vec![("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}"))];
+    }
+    let kas = Kas::start(&binaries.join("kas"), options).await;
     let api = |method: reqwest::Method, path: &str, body: Value| {
         kas.http()
             .request(method, kas.api(path))
@@ -420,17 +453,57 @@ async fn start_pair(name: &'static str, binaries: &std::path::Path, env: &KubeEn
         json!({"branch": "main", "commit_message": "c", "content": "user_access:\n  projects:\n    - id: root/bench\n"}),
     )
     .await?;
-    let mut agentk = Agentk::start(
-        &binaries.join("agentk"),
-        AgentkOptions {
-            kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
-            token: token["token"].as_str().context("token")?.to_string(),
-            ca_file: Some(kas.ca_file()),
-            kubeconfig: Some(env.kubeconfig_path()),
-            ..Default::default()
-        },
-    );
+    let mut options = AgentkOptions {
+        kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
+        token: token["token"].as_str().context("token")?.to_string(),
+        ca_file: Some(kas.ca_file()),
+        kubeconfig: Some(env.kubeconfig_path()),
+        ..Default::default()
+    };
+    let dir = std::env::temp_dir().join(format!("glagent-bench-{}-{agent_port}", std::process::id()));
+    match transport {
+        Transport::Wss => {}
+        Transport::Grpcs => options.kas_address = format!("grpcs://127.0.0.1:{agent_port}"),
+        Transport::Receptive => {
+            // The agent serves TLS with a self-signed certificate, which the
+            // URL configuration trusts as its ca_cert.
+            let cert = rcgen::generate_simple_self_signed(vec!["agent.bench".to_string()])?;
+            let config: Value = api(
+                reqwest::Method::POST,
+                &format!("/projects/{pid}/cluster_agents/{aid}/url_configurations"),
+                json!({"url": format!("grpcs://127.0.0.1:{agent_port}"), "ca_cert": cert.cert.pem(), "tls_host": "agent.bench"}),
+            )
+            .await?
+            .json()
+            .await?;
+            std::fs::create_dir_all(&dir)?;
+            let write = |name: &str, content: &str| -> Result<String> {
+                let path = dir.join(name);
+                std::fs::write(&path, content)?;
+                Ok(path.display().to_string())
+            };
+            options.kas_address = String::new();
+            options.ca_file = None;
+            options.args = vec![
+                "--api-listen-address".into(),
+                format!("127.0.0.1:{agent_port}"),
+                "--api-jwt-file".into(),
+                write("api-jwt", config["public_key"].as_str().context("public_key")?)?,
+                "--api-cert-file".into(),
+                write("agent.crt", &cert.cert.pem())?,
+                "--api-key-file".into(),
+                write("agent.key", &cert.signing_key.serialize_pem())?,
+            ];
+        }
+    }
+    let mut agentk = Agentk::start(&binaries.join("agentk"), options);
     agentk.wait_ready(Duration::from_secs(30)).await;
+    // A receptive agent is ready when it listens; wait for kas to dial it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !agentk.is_connected().await || agentk.config_commit().await.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "{name}: the agent did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let path = Path {
         name,
         base: format!("{}/-/kubernetes-agent/k8s-proxy", kas.url),

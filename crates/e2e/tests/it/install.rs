@@ -255,6 +255,11 @@ async fn the_install_guide_runs_as_written() {
         "{out}"
     );
     assert!(out.contains("my-agent"), "{out}");
+    // The receptive section: its Service, on the chart's port.
+    assert!(
+        out.contains("my-receptive-agent-gitlab-agent") && out.contains("8182/TCP"),
+        "{out}"
+    );
     // The guide ends with the uninstall: nothing of the release is left.
     let client = KubeEnv::shared().client().await;
     let left = Api::<Deployment>::namespaced(client, "gitlab-agent-my-agent")
