@@ -73,6 +73,11 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
+    /// Install the agent with Flux: register it, configure it, create its
+    /// environments, token and Secret, commit its HelmRepository and
+    /// HelmRelease, and reconcile (the Kubernetes API and kas only).
+    #[command(alias = "bs")]
+    Bootstrap(Box<crate::bootstrap::BootstrapArgs>),
     /// List a project's agents with their connection status and version warnings.
     List {
         /// The project: full path (group/project) or numeric id.
@@ -211,6 +216,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => info.command,
             };
             print!("{command}");
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::Bootstrap(args))) => {
+            crate::bootstrap::run(&client, *args).await?;
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::GetToken { agent })) => {
             println!("{}", kubeconfig::get_token(&client, client.host(), agent).await?);

@@ -60,6 +60,39 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base)), path).await
     }
 
+    /// GETs one entity, or `None` when kas answers 404.
+    pub async fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("PRIVATE-TOKEN", &self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status}: {}", message_of(&body));
+        }
+        decode(path, body).map(Some)
+    }
+
+    /// PUTs JSON and returns the answer as a `T`.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body), path)
+            .await
+    }
+
+    /// DELETEs; any success status will do.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.exchange(self.http.delete(format!("{}{path}", self.base)), path)
+            .await
+            .map(|_| ())
+    }
+
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, path: &str) -> Result<T> {
         decode(path, self.exchange(request, path).await?.1)
     }
@@ -80,11 +113,7 @@ impl Client {
         let headers = response.headers().clone();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = match serde_json::from_value::<Message>(body.clone()) {
-                Ok(error) => error.message,
-                Err(_) => body.to_string(),
-            };
-            bail!("{path}: {status}: {message}");
+            bail!("{path}: {status}: {}", message_of(&body));
         }
         Ok((headers, body))
     }
@@ -142,6 +171,14 @@ impl Client {
                 None => return Ok(items),
             }
         }
+    }
+}
+
+/// kas's `{"message": ...}`, or the whole body.
+fn message_of(body: &Value) -> String {
+    match serde_json::from_value::<Message>(body.clone()) {
+        Ok(error) => error.message,
+        Err(_) => body.to_string(),
     }
 }
 

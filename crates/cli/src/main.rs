@@ -1,8 +1,10 @@
 //! `glagent`, the command-line client of kas. Parsing lives in [`cli`],
 //! talking to kas in [`client`], and output in [`render`].
 
+mod bootstrap;
 mod cli;
 mod client;
+mod flux;
 mod kpt_fn;
 mod kubeconfig;
 mod render;

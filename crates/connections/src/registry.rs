@@ -187,6 +187,7 @@ mod tests {
             connection_id: 0,
             connected_at: Timestamp::now(),
             info: Mutex::new(None),
+            flux_projects: Mutex::new(Vec::new()),
             sender,
             close: CancellationToken::new(),
         });

@@ -261,7 +261,7 @@ impl Session {
             }
         };
         let path = pushed.full_path.to_ascii_lowercase();
-        let watched = self.connection.flux_projects.lock().iter().any(|p| *p == path);
+        let watched = self.connection.flux_projects.lock().contains(&path);
         if !watched {
             return;
         }

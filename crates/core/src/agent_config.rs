@@ -127,12 +127,8 @@ pub struct Flux {
     pub reconcile_on_push: Option<bool>,
     /// Upstream's Receiver URL; refused with the reason (see
     /// [`refuse_webhook_receiver_url`]).
-    #[serde(
-        deserialize_with = "refuse_webhook_receiver_url",
-        skip_serializing,
-        rename = "webhook_receiver_url"
-    )]
-    _webhook_receiver_url: (),
+    #[serde(deserialize_with = "refuse_webhook_receiver_url", skip_serializing)]
+    webhook_receiver_url: Refused,
 }
 
 impl Flux {
@@ -141,9 +137,13 @@ impl Flux {
     }
 }
 
+/// A key that is never accepted.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Refused;
+
 /// glagent's agent annotates the GitRepository itself, so upstream's
 /// Receiver URL would do nothing; a silent no-op would mislead.
-fn refuse_webhook_receiver_url<'de, D: serde::Deserializer<'de>>(_: D) -> Result<(), D::Error> {
+fn refuse_webhook_receiver_url<'de, D: serde::Deserializer<'de>>(_: D) -> Result<Refused, D::Error> {
     Err(serde::de::Error::custom(
         "flux.webhook_receiver_url is not used: agentk requests reconciliations by annotating the GitRepository (reconcile.fluxcd.io/requestedAt), so no Receiver or webhook is needed; remove the key (flux.reconcile_on_push: false turns the module off)",
     ))

@@ -6,6 +6,8 @@
 //! - [`kas`]: a `kas` process on a free port with its own data directory.
 //! - [`agentk`]: an `agentk` process pointed at a kas.
 //! - [`connect_proxy`]: an HTTP CONNECT proxy the test controls.
+//! - [`flux`]: Flux's CRDs and **a stand-in for Flux's controllers** made
+//!   of real git, kubectl and helm (no Flux controller can run here).
 //! - [`netns`]: a network namespace with one veth pair to the host, for
 //!   agents that cannot reach kas.
 //! - [`postgres`]: a fresh database on the PostgreSQL server that
@@ -18,6 +20,7 @@
 
 pub mod agentk;
 pub mod connect_proxy;
+pub mod flux;
 pub mod kas;
 pub mod kube;
 pub mod netns;
