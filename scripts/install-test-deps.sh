@@ -6,9 +6,11 @@ set -euo pipefail
 CACHE=${GLAGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/glagent}
 
 need=()
-for p in git postgresql python3-venv ca-certificates; do
+for p in git postgresql python3-venv ca-certificates nodejs; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
+# Debian ships npm apart from nodejs; other builds of nodejs carry it.
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[deps] apt-get install ${need[*]}" >&2
   SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo

@@ -222,5 +222,9 @@ pub async fn reconcile(state: &AgentState, project: &str) -> Vec<String> {
             }
         }
     });
-    futures_util::future::join_all(requests).await.into_iter().flatten().collect()
+    futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -107,7 +107,10 @@ fn project_lines(
 }
 
 /// A push to a project that GitRepository objects point at.
-async fn flux_reconcile(State(state): State<Arc<AgentState>>, Json(request): Json<FluxReconcile>) -> Json<FluxReconciled> {
+async fn flux_reconcile(
+    State(state): State<Arc<AgentState>>,
+    Json(request): Json<FluxReconcile>,
+) -> Json<FluxReconciled> {
     let annotated = crate::flux::reconcile(&state, &request.project_path).await;
     Json(FluxReconciled { annotated })
 }

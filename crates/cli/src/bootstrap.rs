@@ -207,9 +207,15 @@ pub async fn run(client: &Client, args: BootstrapArgs) -> Result<()> {
     if !metadata.kas.enabled {
         bail!("KAS is not configured in this GitLab instance");
     }
-    let branch = args.manifest_branch.clone().unwrap_or_else(|| project.default_branch.clone());
+    let branch = args
+        .manifest_branch
+        .clone()
+        .unwrap_or_else(|| project.default_branch.clone());
     let own_charts = format!("{}/-/charts", client.host());
-    let helm_repository_address = args.helm_repository_address.clone().unwrap_or_else(|| own_charts.clone());
+    let helm_repository_address = args
+        .helm_repository_address
+        .clone()
+        .unwrap_or_else(|| own_charts.clone());
     let mut ctx = Bootstrap {
         client,
         kube,
@@ -225,7 +231,10 @@ pub async fn run(client: &Client, args: BootstrapArgs) -> Result<()> {
     let agent = step("Registering Agent", register(&ctx)).await?;
     if ctx.helm_repository_address == own_charts {
         let info: api::InstallCommand = client
-            .get(&format!("/projects/{}/cluster_agents/{}/install_command", ctx.project_ref, agent.id))
+            .get(&format!(
+                "/projects/{}/cluster_agents/{}/install_command",
+                ctx.project_ref, agent.id
+            ))
             .await?;
         ctx.ca_pem = info.ca_cert;
     }
@@ -387,10 +396,7 @@ async fn preflight(ctx: &Bootstrap<'_>) -> Result<()> {
     }
     let wanted = flux::normalize_path(&args.manifest_path);
     let Some((kustomization, _)) = applied.iter().find(|(_, path)| *path == wanted) else {
-        let paths: Vec<String> = applied
-            .iter()
-            .map(|(k, p)| format!("{k} applies ./{p}"))
-            .collect();
+        let paths: Vec<String> = applied.iter().map(|(k, p)| format!("{k} applies ./{p}")).collect();
         bail!(
             "--manifest-path {:?} is not a path Flux applies from {}: {}; pass --manifest-path {}",
             args.manifest_path,
@@ -462,7 +468,13 @@ async fn configure(ctx: &Bootstrap<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn environment(ctx: &Bootstrap<'_>, agent: &api::Agent, name: &str, namespace: &str, flux_path: &str) -> Result<()> {
+async fn environment(
+    ctx: &Bootstrap<'_>,
+    agent: &api::Agent,
+    name: &str,
+    namespace: &str,
+    flux_path: &str,
+) -> Result<()> {
     let wanted = json!({
         "name": name,
         "cluster_agent_id": agent.id,
@@ -582,7 +594,13 @@ async fn ensure_namespace(ctx: &Bootstrap<'_>, name: &str) -> Result<()> {
 }
 
 /// Creates or replaces a Secret, unless it holds `data` already.
-async fn put_secret(ctx: &Bootstrap<'_>, namespace: &str, name: &str, data: BTreeMap<String, String>, annotations: Value) -> Result<()> {
+async fn put_secret(
+    ctx: &Bootstrap<'_>,
+    namespace: &str,
+    name: &str,
+    data: BTreeMap<String, String>,
+    annotations: Value,
+) -> Result<()> {
     ensure_namespace(ctx, namespace).await?;
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), namespace);
     let wanted: Secret = serde_json::from_value(json!({
@@ -663,7 +681,8 @@ async fn helm_resources(ctx: &Bootstrap<'_>) -> Result<Vec<(String, String)>> {
         values["config"]["kasCaCert"] = json!(ca);
     }
     for file in &args.helm_release_values {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading --helm-release-values {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading --helm-release-values {}", file.display()))?;
         let extra: Value = serde_saphyr::from_str::<Option<Value>>(&text)
             .with_context(|| format!("--helm-release-values {} is not YAML", file.display()))?
             .unwrap_or(Value::Null);
@@ -673,7 +692,10 @@ async fn helm_resources(ctx: &Bootstrap<'_>) -> Result<Vec<(String, String)>> {
     }
     let mut values_from = Vec::new();
     for reference in &args.helm_release_values_from {
-        let Some((kind, name)) = reference.split_once('/').filter(|(k, _)| matches!(*k, "Secret" | "ConfigMap")) else {
+        let Some((kind, name)) = reference
+            .split_once('/')
+            .filter(|(k, _)| matches!(*k, "Secret" | "ConfigMap"))
+        else {
             bail!("--helm-release-values-from {reference:?} must be Secret/<name> or ConfigMap/<name>");
         };
         values_from.push(json!({"kind": kind, "name": name, "valuesKey": "values.yaml"}));
@@ -698,10 +720,17 @@ async fn helm_resources(ctx: &Bootstrap<'_>) -> Result<Vec<(String, String)>> {
     if !values_from.is_empty() {
         release["spec"]["valuesFrom"] = json!(values_from);
     }
-    let yaml = |value: &Value| serde_saphyr::to_string(value).map(|text| format!("---\n{}", text.trim_start_matches("---\n")));
+    let yaml =
+        |value: &Value| serde_saphyr::to_string(value).map(|text| format!("---\n{}", text.trim_start_matches("---\n")));
     Ok(vec![
-        (file_path(&args.manifest_path, &args.helm_repository_filepath), yaml(&repository)?),
-        (file_path(&args.manifest_path, &args.helm_release_filepath), yaml(&release)?),
+        (
+            file_path(&args.manifest_path, &args.helm_repository_filepath),
+            yaml(&repository)?,
+        ),
+        (
+            file_path(&args.manifest_path, &args.helm_release_filepath),
+            yaml(&release)?,
+        ),
     ])
 }
 
@@ -801,7 +830,10 @@ mod tests {
         assert!(parse_duration("five").is_err());
         let mut base = json!({"config": {"kasAddress": "wss://k", "secretName": "s"}});
         merge(&mut base, json!({"config": {"secretName": "mine"}, "replicas": 2}));
-        assert_eq!(base, json!({"config": {"kasAddress": "wss://k", "secretName": "mine"}, "replicas": 2}));
+        assert_eq!(
+            base,
+            json!({"config": {"kasAddress": "wss://k", "secretName": "mine"}, "replicas": 2})
+        );
         assert_eq!(file_path("./clusters/prod/", "a.yaml"), "clusters/prod/a.yaml");
         assert_eq!(file_path("", "a.yaml"), "a.yaml");
     }

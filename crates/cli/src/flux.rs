@@ -64,14 +64,21 @@ pub async fn require_crds(client: &kube::Client) -> Result<()> {
 /// `--manifest-path` compare as the same directory.
 pub fn normalize_path(path: &str) -> String {
     let trimmed = path.trim().trim_start_matches("./").trim_matches('/');
-    if trimmed == "." { String::new() } else { trimmed.to_string() }
+    if trimmed == "." {
+        String::new()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 /// The Kustomizations that apply the GitRepository `namespace/name`, with
 /// their `namespace/name` and normalized `spec.path`.
 pub async fn kustomizations_of(client: &kube::Client, namespace: &str, name: &str) -> Result<Vec<(String, String)>> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &kustomization());
-    let list = api.list(&ListParams::default()).await.context("listing Flux Kustomizations")?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .context("listing Flux Kustomizations")?;
     Ok(list
         .items
         .iter()
@@ -119,7 +126,13 @@ fn words(condition: Option<&Value>) -> String {
 /// `flux reconcile`: annotates the object, then waits for the controller
 /// to handle the request. Prints flux's lines; returns the artifact
 /// revision (sources) or the applied chart version (HelmRelease).
-pub async fn reconcile(client: &kube::Client, r: &ApiResource, namespace: &str, name: &str, deadline: Instant) -> Result<String> {
+pub async fn reconcile(
+    client: &kube::Client,
+    r: &ApiResource,
+    namespace: &str,
+    name: &str,
+    deadline: Instant,
+) -> Result<String> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, r);
     let kind = &r.kind;
     let before = api
@@ -143,7 +156,10 @@ pub async fn reconcile(client: &kube::Client, r: &ApiResource, namespace: &str, 
     eprintln!("✔ {kind} annotated");
     eprintln!("◎ waiting for {kind} reconciliation");
     loop {
-        let object = api.get(name).await.with_context(|| format!("reading {kind} {namespace}/{name}"))?;
+        let object = api
+            .get(name)
+            .await
+            .with_context(|| format!("reading {kind} {namespace}/{name}"))?;
         let status = &object.data["status"];
         let handled = status["lastHandledReconcileAt"].as_str() == Some(requested.as_str())
             && status["observedGeneration"].as_i64() == object.metadata.generation;
@@ -152,7 +168,10 @@ pub async fn reconcile(client: &kube::Client, r: &ApiResource, namespace: &str, 
         let reconciling = condition(&object, "Reconciling").is_some_and(|c| c["status"] == "True");
         if handled && !reconciling {
             if let Some(stalled) = stalled {
-                bail!("{kind} {namespace}/{name} reconciliation failed: {}", words(Some(stalled)));
+                bail!(
+                    "{kind} {namespace}/{name} reconciliation failed: {}",
+                    words(Some(stalled))
+                );
             }
             if ready.is_some_and(|c| c["status"] == "True") {
                 let revision = if kind == "HelmRelease" {
@@ -181,7 +200,13 @@ pub async fn reconcile(client: &kube::Client, r: &ApiResource, namespace: &str, 
 
 /// Waits until the HelmRelease exists (the Kustomization applies it after
 /// the source's new revision), whatever Flux's version says when it does not.
-pub async fn wait_for(client: &kube::Client, r: &ApiResource, namespace: &str, name: &str, deadline: Instant) -> Result<()> {
+pub async fn wait_for(
+    client: &kube::Client,
+    r: &ApiResource,
+    namespace: &str,
+    name: &str,
+    deadline: Instant,
+) -> Result<()> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, r);
     let mut said = false;
     loop {

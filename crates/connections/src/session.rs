@@ -184,11 +184,16 @@ async fn follow_flux_projects(connection: Arc<AgentConnection>) {
                     tracing::info!(agent_id = connection.agent_id, projects = ?update.projects, "the agent's Flux GitRepository objects point at these projects");
                     *connection.flux_projects.lock() = update.projects;
                 }
-                Err(error) => tracing::warn!(agent_id = connection.agent_id, %error, "the agent sent an unreadable Flux projects line"),
+                Err(error) => {
+                    tracing::warn!(agent_id = connection.agent_id, %error, "the agent sent an unreadable Flux projects line")
+                }
             }
         }
         if pending.len() > 1 << 20 {
-            tracing::warn!(agent_id = connection.agent_id, "the agent's Flux projects line is over 1 MiB; ignoring the stream");
+            tracing::warn!(
+                agent_id = connection.agent_id,
+                "the agent's Flux projects line is over 1 MiB; ignoring the stream"
+            );
             return;
         }
     }
@@ -279,11 +284,17 @@ impl Session {
             .expect("static request");
         match self.call(request).await {
             Ok((status, body)) if status.is_success() => {
-                let annotated = serde_json::from_slice::<FluxReconciled>(&body).unwrap_or_default().annotated;
+                let annotated = serde_json::from_slice::<FluxReconciled>(&body)
+                    .unwrap_or_default()
+                    .annotated;
                 tracing::info!(agent_id = self.agent.id, project = %pushed.full_path, ?annotated, "asked the agent to reconcile Flux sources");
             }
-            Ok((status, _)) => tracing::warn!(agent_id = self.agent.id, %status, "the agent refused the Flux reconciliation request"),
-            Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "asking the agent for a Flux reconciliation failed"),
+            Ok((status, _)) => {
+                tracing::warn!(agent_id = self.agent.id, %status, "the agent refused the Flux reconciliation request")
+            }
+            Err(error) => {
+                tracing::warn!(agent_id = self.agent.id, %error, "asking the agent for a Flux reconciliation failed")
+            }
         }
     }
 

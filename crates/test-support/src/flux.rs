@@ -238,7 +238,11 @@ impl Controller {
             .as_array()?
             .iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then(|| source.data["status"]["artifact"]["revision"].as_str().map(str::to_string))?
+        ready.then(|| {
+            source.data["status"]["artifact"]["revision"]
+                .as_str()
+                .map(str::to_string)
+        })?
     }
 
     async fn source(&self, object: &DynamicObject, source_kind: &str) -> Option<DynamicObject> {
@@ -379,7 +383,11 @@ impl Controller {
     async fn helm_repository(&mut self, object: &DynamicObject) -> Outcome {
         let namespace = object.metadata.namespace.clone().unwrap_or_default();
         let spec = &object.data["spec"];
-        let url = spec["url"].as_str().unwrap_or_default().trim_end_matches('/').to_string();
+        let url = spec["url"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
         let secret = self.secret(&namespace, spec["certSecretRef"]["name"].as_str()).await;
         let mut http = reqwest::Client::builder();
         if let Some(ca) = secret.get("ca.crt")
@@ -447,13 +455,22 @@ impl Controller {
             Ok(manifests) => manifests,
             Err(message) => return Some(failure("BuildFailed", message)),
         };
-        let file = self.dir.join(format!("kustomization-{}.yaml", sha_hex(source_key.as_bytes())));
+        let file = self
+            .dir
+            .join(format!("kustomization-{}.yaml", sha_hex(source_key.as_bytes())));
         std::fs::write(&file, &manifests).expect("writing the build");
         if !manifests.trim().is_empty() {
             let output = Command::new(crate::kube::kubectl())
                 .arg("--kubeconfig")
                 .arg(KubeEnv::shared().kubeconfig_path())
-                .args(["apply", "--server-side", "--force-conflicts", "--field-manager", "kustomize-controller", "-f"])
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "--field-manager",
+                    "kustomize-controller",
+                    "-f",
+                ])
                 .arg(&file)
                 .output()
                 .expect("running kubectl");
@@ -483,19 +500,31 @@ impl Controller {
         let spec = &object.data["spec"];
         let chart = spec["chart"]["spec"]["chart"].as_str().unwrap_or_default();
         let target = spec["targetNamespace"].as_str().unwrap_or(&namespace).to_string();
-        let release = spec["releaseName"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| if target != namespace { format!("{target}-{name}") } else { name.clone() });
+        let release = spec["releaseName"].as_str().map(str::to_string).unwrap_or_else(|| {
+            if target != namespace {
+                format!("{target}-{name}")
+            } else {
+                name.clone()
+            }
+        });
         let repository_namespace = repository.metadata.namespace.clone().unwrap_or_default();
         let url = repository.data["spec"]["url"].as_str().unwrap_or_default().to_string();
         let ca = self
-            .secret(&repository_namespace, repository.data["spec"]["certSecretRef"]["name"].as_str())
+            .secret(
+                &repository_namespace,
+                repository.data["spec"]["certSecretRef"]["name"].as_str(),
+            )
             .await
             .remove("ca.crt");
         // valuesFrom in order, then spec.values on top, as helm-controller merges.
         let mut values_files = Vec::new();
-        for (i, reference) in spec["valuesFrom"].as_array().cloned().unwrap_or_default().iter().enumerate() {
+        for (i, reference) in spec["valuesFrom"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             let key = reference["valuesKey"].as_str().unwrap_or("values.yaml");
             let from = reference["name"].as_str().unwrap_or_default();
             let content = match reference["kind"].as_str() {
@@ -512,7 +541,10 @@ impl Controller {
                 }
             };
             let Some(content) = content else {
-                let message = format!("could not resolve {} chart values reference '{namespace}/{from}' with key '{key}'", reference["kind"].as_str().unwrap_or_default());
+                let message = format!(
+                    "could not resolve {} chart values reference '{namespace}/{from}' with key '{key}'",
+                    reference["kind"].as_str().unwrap_or_default()
+                );
                 return Some(helm_failure(&revision, "InstallFailed", &message, false));
             };
             let file = self.dir.join(format!("values-{namespace}-{name}-{i}.yaml"));
@@ -526,7 +558,16 @@ impl Controller {
         }
         let mut command = Command::new(&self.helm);
         command
-            .args(["upgrade", "--install", &release, chart, "--repo", &url, "--namespace", &target])
+            .args([
+                "upgrade",
+                "--install",
+                &release,
+                chart,
+                "--repo",
+                &url,
+                "--namespace",
+                &target,
+            ])
             .env("KUBECONFIG", KubeEnv::shared().kubeconfig_path())
             .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
             .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
@@ -556,13 +597,23 @@ impl Controller {
             let reason = if first { "InstallFailed" } else { "UpgradeFailed" };
             let message = format!(
                 "Helm {verb} failed for release {target}/{release} with chart {chart}: {}",
-                String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("Error: ")
+                String::from_utf8_lossy(&output.stderr)
+                    .trim()
+                    .trim_start_matches("Error: ")
             );
             return Some(helm_failure(&revision, reason, &message, true));
         }
         // helm's own record of the release: chart version and revision.
         let listed = Command::new(&self.helm)
-            .args(["list", "--namespace", &target, "--filter", &format!("^{release}$"), "-o", "json"])
+            .args([
+                "list",
+                "--namespace",
+                &target,
+                "--filter",
+                &format!("^{release}$"),
+                "-o",
+                "json",
+            ])
             .env("KUBECONFIG", KubeEnv::shared().kubeconfig_path())
             .output()
             .expect("running helm");
@@ -615,7 +666,9 @@ impl Controller {
 }
 
 fn failed_fetch(url: &str, error: &str) -> Outcome {
-    let message = format!("failed to fetch Helm repository index: failed to cache index to temporary file: failed to fetch {url}/index.yaml : {error}");
+    let message = format!(
+        "failed to fetch Helm repository index: failed to cache index to temporary file: failed to fetch {url}/index.yaml : {error}"
+    );
     Outcome {
         ok: false,
         status: json!({"conditions": [
@@ -626,7 +679,10 @@ fn failed_fetch(url: &str, error: &str) -> Outcome {
 }
 
 fn helm_failure(revision: &str, reason: &str, message: &str, stalled: bool) -> Outcome {
-    let mut conditions = vec![condition("Ready", false, reason, message), condition("Released", false, reason, message)];
+    let mut conditions = vec![
+        condition("Ready", false, reason, message),
+        condition("Released", false, reason, message),
+    ];
     if stalled {
         // No remediation retries by default: helm-controller stalls.
         conditions.push(condition("Stalled", true, "RetriesExceeded", message));
@@ -667,7 +723,9 @@ fn build(dir: &Path) -> Result<String, String> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.file_name().is_some_and(|n| n == ".git") {
@@ -685,7 +743,11 @@ fn build(dir: &Path) -> Result<String, String> {
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
         for document in text.split("\n---") {
-            if document.trim().is_empty() || document.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            if document.trim().is_empty()
+                || document
+                    .lines()
+                    .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            {
                 continue;
             }
             let has = |key: &str| document.lines().any(|l| l.starts_with(&format!("{key}:")));

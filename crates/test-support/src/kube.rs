@@ -329,10 +329,13 @@ impl KubeEnv {
 /// A real kubectl (1.33, as google-cloud-cli installs it, else the
 /// system's), for tools of the harness that shell out.
 pub fn kubectl() -> std::path::PathBuf {
-    ["/usr/lib/google-cloud-sdk/bin/kubectl.1.33", "/usr/bin/kubectl.1.33", "/usr/bin/kubectl"]
-        .into_iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
-        .expect("kubectl is not installed (google-cloud-cli's kubectl package)")
+    [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        "/usr/bin/kubectl.1.33",
+        "/usr/bin/kubectl",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .expect("kubectl is not installed (google-cloud-cli's kubectl package)")
 }
-

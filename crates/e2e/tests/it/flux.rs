@@ -17,8 +17,8 @@ use glagent_test_support::kube::KubeEnv;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
-use crate::support::helm::{helm, run_as_the_chart_says};
 use crate::support::as_admin;
+use crate::support::helm::{helm, run_as_the_chart_says};
 use crate::{Setup, call, glagent, until};
 
 /// The Flux objects `flux bootstrap gitlab` would leave in `ns`: a Secret
@@ -75,8 +75,20 @@ async fn flux_bootstrapped(setup: &Setup, ns: &str, path: &str) {
 fn bootstrap(setup: &Setup, ns: &str, target: &str, extra: &[&str]) -> (bool, String) {
     let output = Command::new(glagent())
         .args(["cluster", "agent", "bootstrap", "flux-agent", "-R", &setup.project_path])
-        .args(["--flux-source-namespace", ns, "--helm-repository-namespace", ns, "--helm-release-namespace", ns])
-        .args(["--helm-release-name", "flux-agent", "--helm-release-target-namespace", target])
+        .args([
+            "--flux-source-namespace",
+            ns,
+            "--helm-repository-namespace",
+            ns,
+            "--helm-release-namespace",
+            ns,
+        ])
+        .args([
+            "--helm-release-name",
+            "flux-agent",
+            "--helm-release-target-namespace",
+            target,
+        ])
         .args(["--timeout", "90s", "--kubeconfig"])
         .arg(KubeEnv::shared().kubeconfig_path())
         .args(extra)
@@ -194,12 +206,20 @@ async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["name"], "flux-agent", "{listed}");
     assert_eq!(listed[0]["status"], "deployed", "{listed}");
-    assert_eq!(listed[0]["chart"], format!("gitlab-agent-{}", glagent_core::VERSION), "{listed}");
+    assert_eq!(
+        listed[0]["chart"],
+        format!("gitlab-agent-{}", glagent_core::VERSION),
+        "{listed}"
+    );
 
     // The committed objects validate against Flux's published schemas.
     let dir = tempfile::tempdir().unwrap();
     for name in ["gitlab-helm-repository.yaml", "gitlab-agent-helm-release.yaml"] {
-        std::fs::write(dir.path().join(name), file(&setup, &format!("clusters/test/{name}")).await).unwrap();
+        std::fs::write(
+            dir.path().join(name),
+            file(&setup, &format!("clusters/test/{name}")).await,
+        )
+        .unwrap();
     }
     let validated = Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/flux-validate.mjs"))
@@ -256,18 +276,30 @@ async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing
     };
     assert_eq!(
         path_of(format!("{ns}/flux-agent")),
-        Some(json!(format!("helm.toolkit.fluxcd.io/v2/namespaces/{ns}/helmreleases/flux-agent")))
+        Some(json!(format!(
+            "helm.toolkit.fluxcd.io/v2/namespaces/{ns}/helmreleases/flux-agent"
+        )))
     );
     assert_eq!(
         path_of(format!("{ns}/flux-system")),
-        Some(json!(format!("kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations/flux-system")))
+        Some(json!(format!(
+            "kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations/flux-system"
+        )))
     );
 
     // A second run: no commit, no token, no Secret change.
-    let before = (head(&setup, "clusters/test/app.yaml").await, tokens(&setup, agent_id).await, secret_version(&target).await);
+    let before = (
+        head(&setup, "clusters/test/app.yaml").await,
+        tokens(&setup, agent_id).await,
+        secret_version(&target).await,
+    );
     let (ok, stderr) = bootstrap(&setup, &ns, &target, &["--manifest-path", "clusters/test"]);
     assert!(ok, "{stderr}");
-    let after = (head(&setup, "clusters/test/app.yaml").await, tokens(&setup, agent_id).await, secret_version(&target).await);
+    let after = (
+        head(&setup, "clusters/test/app.yaml").await,
+        tokens(&setup, agent_id).await,
+        secret_version(&target).await,
+    );
     assert_eq!(before, after, "the second run changed something:\n{stderr}");
 }
 
@@ -279,7 +311,12 @@ async fn tokens(setup: &Setup, agent_id: i64) -> Vec<i64> {
         None,
     )
     .await;
-    tokens.as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()).collect()
+    tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect()
 }
 
 async fn secret_version(namespace: &str) -> Option<String> {
@@ -310,7 +347,11 @@ async fn bootstrap_refuses_a_wrong_setup_before_writing_and_shows_flux_s_message
             && stderr.contains("pass --manifest-path clusters/prod"),
         "{stderr}"
     );
-    assert_eq!((head(&setup, "clusters/prod/.keep").await, agents(&setup).await), untouched, "pre-flight changed something");
+    assert_eq!(
+        (head(&setup, "clusters/prod/.keep").await, agents(&setup).await),
+        untouched,
+        "pre-flight changed something"
+    );
 
     // Flux applying the repository root, which has no kustomization.yaml.
     let root = env.namespace("flux-root").await;
@@ -322,7 +363,11 @@ async fn bootstrap_refuses_a_wrong_setup_before_writing_and_shows_flux_s_message
             && stderr.contains(".gitlab/agents/flux-agent/config.yaml"),
         "{stderr}"
     );
-    assert_eq!((head(&setup, "clusters/prod/.keep").await, agents(&setup).await), untouched, "pre-flight changed something");
+    assert_eq!(
+        (head(&setup, "clusters/prod/.keep").await, agents(&setup).await),
+        untouched,
+        "pre-flight changed something"
+    );
 
     // A release the chart refuses: Flux's message, not a bare line.
     let values = tempfile::NamedTempFile::new().unwrap();
@@ -374,7 +419,10 @@ async fn a_push_to_a_project_a_git_repository_points_at_requests_its_reconciliat
     let mut agent = glagent_test_support::agentk::Agentk::start(&crate::agentk(), options);
     agent.wait_ready(Duration::from_secs(20)).await;
     let learned = async || {
-        setup.kas.log().contains("the agent's Flux GitRepository objects point at these projects")
+        setup
+            .kas
+            .log()
+            .contains("the agent's Flux GitRepository objects point at these projects")
             && setup.kas.log().contains(&setup.project_path.to_ascii_lowercase())
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -398,10 +446,17 @@ async fn a_push_to_a_project_a_git_repository_points_at_requests_its_reconciliat
             .cloned()
     };
     assert_eq!(requested("ours").await, None);
-    assert!(setup.write_config("observability:\n  logging:\n    level: info\n").await.is_success());
-    until(Duration::from_secs(5), "the push to request a reconciliation", async || {
-        requested("ours").await.is_some()
-    })
+    assert!(
+        setup
+            .write_config("observability:\n  logging:\n    level: info\n")
+            .await
+            .is_success()
+    );
+    until(
+        Duration::from_secs(5),
+        "the push to request a reconciliation",
+        async || requested("ours").await.is_some(),
+    )
     .await;
     assert_eq!(requested("elsewhere").await, None, "a GitRepository of another forge");
 
@@ -413,12 +468,23 @@ async fn a_push_to_a_project_a_git_repository_points_at_requests_its_reconciliat
             .await
             .is_success()
     );
-    until(Duration::from_secs(10), "the agent to turn the module off", async || {
-        agent.log().contains("\"projects\":[]") || agent.log().contains("projects=[]")
-    })
+    until(
+        Duration::from_secs(10),
+        "the agent to turn the module off",
+        async || agent.log().contains("\"projects\":[]") || agent.log().contains("projects=[]"),
+    )
     .await;
     let second = requested("ours").await;
-    assert!(setup.write_config("flux:\n  reconcile_on_push: false\n# again\n").await.is_success());
+    assert!(
+        setup
+            .write_config("flux:\n  reconcile_on_push: false\n# again\n")
+            .await
+            .is_success()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(requested("ours").await, second, "requested while turned off (first: {first:?})");
+    assert_eq!(
+        requested("ours").await,
+        second,
+        "requested while turned off (first: {first:?})"
+    );
 }
