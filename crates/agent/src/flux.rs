@@ -12,7 +12,7 @@
 //! Without the CRD the module idles and says so once; with
 //! `flux.reconcile_on_push: false` in the configuration it stays off.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,41 +38,6 @@ fn git_repositories() -> ApiResource {
     }
 }
 
-/// The GitRepository objects the leader sees, by the project they point at.
-#[derive(Default)]
-pub struct FluxState {
-    /// `namespace/name` → project path.
-    objects: parking_lot::Mutex<BTreeMap<(String, String), String>>,
-    /// The projects pointed at, sorted; kas's streams follow it.
-    pub projects: tokio::sync::watch::Sender<Vec<String>>,
-}
-
-impl FluxState {
-    fn set(&self, objects: BTreeMap<(String, String), String>) {
-        let projects: Vec<String> = objects.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-        *self.objects.lock() = objects;
-        self.projects.send_if_modified(|current| {
-            let changed = *current != projects;
-            if changed {
-                tracing::info!(projects = ?projects, "Flux GitRepository objects point at these projects");
-                *current = projects;
-            }
-            changed
-        });
-    }
-
-    /// The GitRepository objects that point at `project`.
-    pub fn pointing_at(&self, project: &str) -> Vec<(String, String)> {
-        let project = project.to_ascii_lowercase();
-        self.objects
-            .lock()
-            .iter()
-            .filter(|(_, p)| **p == project)
-            .map(|(key, _)| key.clone())
-            .collect()
-    }
-}
-
 /// What the module needs from the agent's state right now, or `None` when
 /// it should be off (not the leader, no configuration yet, turned off).
 fn wanted(state: &AgentState) -> Option<url::Url> {
@@ -89,6 +54,7 @@ fn wanted(state: &AgentState) -> Option<url::Url> {
 /// Runs forever.
 pub async fn run(state: Arc<AgentState>) {
     let mut said_missing = false;
+    let mut said_forbidden = false;
     loop {
         let Some(forge) = wanted(&state) else {
             state.flux.set(BTreeMap::new());
@@ -115,9 +81,23 @@ pub async fn run(state: Arc<AgentState>) {
             }
         }
         tracing::info!("watching Flux GitRepository objects in all namespaces");
-        if let Err(error) = watch(&state, &forge).await {
-            tracing::warn!(%error, "watching GitRepository objects failed; starting again");
-            tokio::time::sleep(Duration::from_secs(2)).await;
+        match watch(&state, &forge).await {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                if !said_forbidden {
+                    tracing::info!(
+                        reason = %e.message,
+                        "the agent may not list or watch GitRepository objects in all namespaces: the Flux module reconciles none (RBAC keeps it out; grant list, watch and patch on gitrepositories.source.toolkit.fluxcd.io to use it)"
+                    );
+                    said_forbidden = true;
+                }
+                state.flux.set(BTreeMap::new());
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watching GitRepository objects failed; starting again");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What the agent knows while it runs: who it is, whether it is connected,
 //! its current configuration, and counters for /metrics.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -37,7 +39,7 @@ pub struct AgentState {
     pub applied: RwLock<Option<Applied>>,
     pub metrics: Metrics,
     /// The leader's view of Flux's GitRepository objects.
-    pub flux: crate::flux::FluxState,
+    pub flux: FluxState,
 }
 
 #[derive(Default)]
@@ -85,5 +87,40 @@ impl AgentState {
             metrics: Default::default(),
             flux: Default::default(),
         }
+    }
+}
+
+/// The GitRepository objects the leader sees, by the project they point at.
+#[derive(Default)]
+pub struct FluxState {
+    /// `namespace/name` → project path.
+    objects: parking_lot::Mutex<BTreeMap<(String, String), String>>,
+    /// The projects pointed at, sorted; kas's streams follow it.
+    pub projects: tokio::sync::watch::Sender<Vec<String>>,
+}
+
+impl FluxState {
+    pub fn set(&self, objects: BTreeMap<(String, String), String>) {
+        let projects: Vec<String> = objects.values().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        *self.objects.lock() = objects;
+        self.projects.send_if_modified(|current| {
+            let changed = *current != projects;
+            if changed {
+                tracing::info!(projects = ?projects, "Flux GitRepository objects point at these projects");
+                *current = projects;
+            }
+            changed
+        });
+    }
+
+    /// The GitRepository objects that point at `project`.
+    pub fn pointing_at(&self, project: &str) -> Vec<(String, String)> {
+        let project = project.to_ascii_lowercase();
+        self.objects
+            .lock()
+            .iter()
+            .filter(|(_, p)| **p == project)
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 }
