@@ -180,8 +180,9 @@ pub fn agent_idle(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds everything in release and runs `bench-proxy`.
-pub fn proxy(root: &Path) -> Result<()> {
+/// Builds kas, agentk and the driver `bench-<name>` in release and runs it.
+fn driver(root: &Path, name: &str) -> Result<()> {
+    let driver = format!("bench-{name}");
     let status = Command::new("cargo")
         .args([
             "build",
@@ -191,12 +192,22 @@ pub fn proxy(root: &Path) -> Result<()> {
             "--bin",
             "agentk",
             "--bin",
-            "bench-proxy",
+            &driver,
         ])
         .current_dir(root)
         .status()?;
     anyhow::ensure!(status.success(), "release build failed");
-    let status = Command::new(target_dir(root).join("release/bench-proxy")).status()?;
-    anyhow::ensure!(status.success(), "the proxy benchmark failed");
+    let status = Command::new(target_dir(root).join("release").join(&driver)).status()?;
+    anyhow::ensure!(status.success(), "the {name} benchmark failed");
     Ok(())
+}
+
+/// `cargo xtask bench proxy` (see `bin/bench_proxy.rs`).
+pub fn proxy(root: &Path) -> Result<()> {
+    driver(root, "proxy")
+}
+
+/// `cargo xtask bench flux` (see `bin/bench_flux.rs`).
+pub fn flux(root: &Path) -> Result<()> {
+    driver(root, "flux")
 }

@@ -3,6 +3,8 @@
 //! - `bench agent-idle`: idle agentk memory (see `bench.rs`).
 //! - `bench proxy`: the Kubernetes API proxy against direct access and
 //!   `kubectl proxy` (see `bin/bench_proxy.rs`).
+//! - `bench flux`: a push's end to the GitRepository's reconcile request
+//!   (see `bin/bench_flux.rs`).
 //! - `image [--verify]`: the agentk OCI image (see `image.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`), that
 //!   no `dbg!` is committed, that no integration-test file is over 800
@@ -33,10 +35,11 @@ fn main() -> Result<()> {
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("agent-idle") => bench::agent_idle(&workspace_root()),
             Some("proxy") => bench::proxy(&workspace_root()),
-            _ => bail!("usage: cargo xtask bench agent-idle|proxy"),
+            Some("flux") => bench::flux(&workspace_root()),
+            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy");
+            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux");
             std::process::exit(2);
         }
     }

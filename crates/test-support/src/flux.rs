@@ -113,8 +113,10 @@ impl Drop for FluxStandIn {
 }
 
 impl FluxStandIn {
-    /// Installs the CRDs and starts reconciling, with `helm` for releases.
-    pub async fn start(helm: PathBuf) -> FluxStandIn {
+    /// Installs the CRDs and starts reconciling the Flux objects of
+    /// `namespaces` (a test's own: stand-ins of tests running at once must
+    /// not act on each other's objects), with `helm` for releases.
+    pub async fn start(helm: PathBuf, namespaces: &[&str]) -> FluxStandIn {
         install_crds();
         let dir = tempfile::Builder::new()
             .prefix("glagent-flux-stand-in-")
@@ -126,6 +128,7 @@ impl FluxStandIn {
             dir: dir.path().to_path_buf(),
             failed: HashMap::new(),
             checkouts: HashMap::new(),
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -145,6 +148,8 @@ struct Controller {
     failed: HashMap<String, Instant>,
     /// GitRepository `namespace/name` → its checkout.
     checkouts: HashMap<String, PathBuf>,
+    /// Where this stand-in reconciles.
+    namespaces: Vec<String>,
 }
 
 fn key(kind: &str, object: &DynamicObject) -> String {
@@ -191,13 +196,15 @@ impl Controller {
             ("Kustomization", kustomizations()),
             ("HelmRelease", helm_releases()),
         ] {
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-            let Ok(list) = api.list(&ListParams::default()).await else {
-                continue;
-            };
-            for object in list.items {
-                if self.due(kind, &object).await {
-                    self.reconcile(kind, &resource, object).await;
+            for namespace in self.namespaces.clone() {
+                let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &namespace, &resource);
+                let Ok(list) = api.list(&ListParams::default()).await else {
+                    continue;
+                };
+                for object in list.items {
+                    if self.due(kind, &object).await {
+                        self.reconcile(kind, &resource, object).await;
+                    }
                 }
             }
         }

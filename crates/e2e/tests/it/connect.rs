@@ -86,7 +86,23 @@ async fn connects_over_plain_ws() {
 async fn start_up_errors_are_one_clear_line() {
     type Env<'a> = Vec<(&'a str, &'a str)>;
     let cases: Vec<(Vec<&str>, Env, &str)> = vec![
-        (vec!["--kas-address", "grpcs://kas:8150"], vec![], "not supported"),
+        (vec![], vec![], "nothing to do: pass --kas-address"),
+        (
+            vec!["--api-listen-address", "127.0.0.1:0"],
+            vec![],
+            "the receptive listener needs --api-jwt-file",
+        ),
+        (
+            vec![
+                "--api-listen-address",
+                "127.0.0.1:0",
+                "--api-mtls",
+                "--api-client-ca-cert-file",
+                "/nonexistent/ca.crt",
+            ],
+            vec![],
+            "--api-mtls needs --api-cert-file and --api-key-file",
+        ),
         (vec!["--kas-address", "https://kas"], vec![], "unsupported scheme"),
         (
             vec!["--kas-address", "wss://kas/-/kubernetes-agent/"],

@@ -166,10 +166,10 @@ async fn file(setup: &Setup, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing() {
     let setup = Setup::new().await;
-    let _flux = FluxStandIn::start(helm(3)).await;
     let env = KubeEnv::shared();
     let ns = env.namespace("flux-system").await;
     let target = format!("{ns}-agent");
+    let _flux = FluxStandIn::start(helm(3), &[&ns]).await;
     commit(
         &setup,
         "clusters/test/app.yaml",
@@ -331,10 +331,11 @@ async fn secret_version(namespace: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_refuses_a_wrong_setup_before_writing_and_shows_flux_s_message_when_the_release_fails() {
     let setup = Setup::new().await;
-    let _flux = FluxStandIn::start(helm(3)).await;
     let env = KubeEnv::shared();
     let ns = env.namespace("flux-preflight").await;
+    let root = env.namespace("flux-root").await;
     let target = format!("{ns}-agent");
+    let _flux = FluxStandIn::start(helm(3), &[&ns, &root]).await;
     commit(&setup, "clusters/prod/.keep", "").await;
     flux_bootstrapped(&setup, &ns, "./clusters/prod").await;
     let untouched = (head(&setup, "clusters/prod/.keep").await, agents(&setup).await);
@@ -354,7 +355,6 @@ async fn bootstrap_refuses_a_wrong_setup_before_writing_and_shows_flux_s_message
     );
 
     // Flux applying the repository root, which has no kustomization.yaml.
-    let root = env.namespace("flux-root").await;
     flux_bootstrapped(&setup, &root, "./").await;
     let (ok, stderr) = bootstrap(&setup, &root, &target, &[]);
     assert!(!ok);
