@@ -43,6 +43,9 @@ pub enum Command {
     /// Inside a CI job.
     #[command(subcommand)]
     Ci(CiCommand),
+    /// Check one agent, from kas and from the cluster: each check prints
+    /// OK or the cause and the fix; non-zero exit if any fails.
+    Doctor(Box<crate::doctor::DoctorArgs>),
     /// kpt exec functions of the kpt package (run by kpt, not by hand).
     #[command(subcommand, hide = true)]
     KptFn(KptFnCommand),
@@ -216,6 +219,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => info.command,
             };
             print!("{command}");
+        }
+        Command::Doctor(args) => {
+            crate::doctor::run(&client, *args).await?;
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::Bootstrap(args))) => {
             crate::bootstrap::run(&client, *args).await?;

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod cli;
 mod client;
+mod doctor;
 mod flux;
 mod kpt_fn;
 mod kubeconfig;

@@ -114,7 +114,7 @@ impl Agentk {
         self.child = Some(crate::process::spawn(command).expect("starting agentk"));
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("agentk.log")
     }
 

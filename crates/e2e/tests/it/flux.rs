@@ -17,8 +17,10 @@ use glagent_test_support::kube::KubeEnv;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
+use crate::doctor::doctor;
 use crate::support::as_admin;
 use crate::support::helm::{helm, run_as_the_chart_says};
+use crate::support::kubelet::pods_on_a_stand_in_kubelet;
 use crate::{Setup, call, glagent, until};
 
 /// The Flux objects `flux bootstrap gitlab` would leave in `ns`: a Secret
@@ -233,6 +235,7 @@ async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing
 
     // agentk as the rendered Deployment says: it connects.
     let mut agent = run_as_the_chart_says(&target, "flux-agent", dir.path()).await;
+    let agent_log = agent.log_path();
     agent.wait_ready(Duration::from_secs(30)).await;
     let (_, listed) = call(
         &setup.kas,
@@ -301,6 +304,29 @@ async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing
         secret_version(&target).await,
     );
     assert_eq!(before, after, "the second run changed something:\n{stderr}");
+
+    // The doctor finds nothing wrong, the agent pod's log included.
+    let _kubelet = pods_on_a_stand_in_kubelet(
+        &target,
+        &[(
+            "flux-agent-gitlab-agent-0",
+            json!({"app.kubernetes.io/name": "gitlab-agent", "app.kubernetes.io/instance": "flux-agent"}),
+            Some(agent_log),
+        )],
+    )
+    .await;
+    let (ok, out) = doctor(&setup, "flux-agent", &[]);
+    assert!(ok, "{out}");
+    for expected in [
+        "✔ agent connected: 1 connection(s)",
+        "✔ Flux installed",
+        &format!("✔ Flux manifest path: {ns}/flux-system applies ./clusters/test"),
+        &format!("✔ Flux HelmRelease: {ns}/flux-agent is in the cluster"),
+        &format!("✔ agent Deployment: {target}/flux-agent-gitlab-agent"),
+        "✔ agent pod flux-agent-gitlab-agent-0: no connection failure in its log",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
 }
 
 async fn tokens(setup: &Setup, agent_id: i64) -> Vec<i64> {
@@ -368,6 +394,31 @@ async fn bootstrap_refuses_a_wrong_setup_before_writing_and_shows_flux_s_message
         untouched,
         "pre-flight changed something"
     );
+
+    // The doctor finds both: the root without kustomization.yaml, and an
+    // environment's HelmRelease that Flux never applied.
+    let (status, body) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/environments", setup.project_id),
+        Some(
+            json!({"name": "prod", "cluster_agent_id": setup.agent_id, "kubernetes_namespace": ns,
+                    "flux_resource_path": format!("helm.toolkit.fluxcd.io/v2/namespaces/{ns}/helmreleases/missing")}),
+        ),
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+    let (ok, out) = doctor(&setup, "edge", &["--namespace", &ns]);
+    assert!(!ok);
+    for expected in [
+        &format!(
+            "✗ Flux manifest path: the Kustomization {root}/flux-system applies the repository's root, which has no kustomization.yaml"
+        ),
+        &format!("✔ Flux manifest path: {ns}/flux-system applies ./clusters/prod"),
+        &format!("✗ Flux HelmRelease: the HelmRelease {ns}/missing of the environment prod is not in the cluster"),
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
 
     // A release the chart refuses: Flux's message, not a bare line.
     let values = tempfile::NamedTempFile::new().unwrap();

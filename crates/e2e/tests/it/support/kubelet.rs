@@ -34,6 +34,8 @@ pub struct Kubelet {
     pub paths: std::sync::Mutex<Vec<String>>,
     /// Set when a followed log's reader went away.
     pub log_reader_gone: AtomicBool,
+    /// Pods whose log is a file (an agentk process's log), by pod name.
+    pub log_files: std::sync::Mutex<std::collections::HashMap<String, std::path::PathBuf>>,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -98,7 +100,13 @@ async fn kubelet_request(kubelet: Arc<Kubelet>, mut request: http::Request<Incom
         }
         return response.body(empty()).unwrap();
     }
-    if path.starts_with("/containerLogs/") {
+    if let Some(rest) = path.strip_prefix("/containerLogs/") {
+        let pod = rest.split('/').nth(1).unwrap_or_default().to_string();
+        let file = kubelet.log_files.lock().unwrap().get(&pod).cloned();
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            return http::Response::new(http_body_util::Full::new(Bytes::from(text)).boxed());
+        }
         // A log that grows by a line every 200 ms for as long as it is read.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
         tokio::spawn(async move {
@@ -159,7 +167,21 @@ async fn serve_kubelet(kubelet: Arc<Kubelet>) -> u16 {
 /// A Node whose kubelet is a fresh stand-in, and the Pod `shell` bound to
 /// it in `ns`.
 pub async fn pod_on_a_stand_in_kubelet(ns: &str) -> Arc<Kubelet> {
+    pods_on_a_stand_in_kubelet(ns, &[("shell", json!({}), None)]).await
+}
+
+/// A Node whose kubelet is a fresh stand-in, and `pods` bound to it in
+/// `ns`: (name, labels, the file the kubelet serves as its log).
+pub async fn pods_on_a_stand_in_kubelet(
+    ns: &str,
+    pods: &[(&str, serde_json::Value, Option<std::path::PathBuf>)],
+) -> Arc<Kubelet> {
     let kubelet = Arc::new(Kubelet::default());
+    for (name, _, file) in pods {
+        if let Some(file) = file {
+            kubelet.log_files.lock().unwrap().insert(name.to_string(), file.clone());
+        }
+    }
     let port = serve_kubelet(kubelet.clone()).await;
     let admin = KubeEnv::shared().client().await;
     let node_name = glagent_test_support::unique("stand-in-node");
@@ -177,18 +199,20 @@ pub async fn pod_on_a_stand_in_kubelet(ns: &str) -> Arc<Kubelet> {
         )
         .await
         .unwrap();
-    let pods: Api<Pod> = Api::namespaced(admin, ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "shell"},
-        "spec": {"nodeName": node_name, "containers": [{"name": "main", "image": "busybox"}]}
-    }))
-    .unwrap();
-    // A new namespace's service account gets its token a moment later; pods
-    // are refused until then.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while let Err(error) = pods.create(&PostParams::default(), &pod).await {
-        assert!(std::time::Instant::now() < deadline, "creating the pod: {error}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let api: Api<Pod> = Api::namespaced(admin, ns);
+    for (name, labels, _) in pods {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"nodeName": node_name, "containers": [{"name": "main", "image": "busybox"}]}
+        }))
+        .unwrap();
+        // A new namespace's service account gets its token a moment later;
+        // pods are refused until then.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while let Err(error) = api.create(&PostParams::default(), &pod).await {
+            assert!(std::time::Instant::now() < deadline, "creating the pod: {error}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     kubelet
 }
