@@ -467,7 +467,8 @@ impl Controller {
             .join(format!("kustomization-{}.yaml", sha_hex(source_key.as_bytes())));
         std::fs::write(&file, &manifests).expect("writing the build");
         if !manifests.trim().is_empty() {
-            let output = Command::new(crate::kube::kubectl())
+            let mut apply = Command::new(crate::kube::kubectl());
+            apply
                 .arg("--kubeconfig")
                 .arg(KubeEnv::shared().kubeconfig_path())
                 .args([
@@ -476,11 +477,12 @@ impl Controller {
                     "--force-conflicts",
                     "--field-manager",
                     "kustomize-controller",
-                    "-f",
-                ])
-                .arg(&file)
-                .output()
-                .expect("running kubectl");
+                ]);
+            // spec.targetNamespace puts every object there, as kustomize-controller does.
+            if let Some(target) = object.data["spec"]["targetNamespace"].as_str() {
+                apply.args(["--namespace", target]);
+            }
+            let output = apply.arg("-f").arg(&file).output().expect("running kubectl");
             if !output.status.success() {
                 return Some(failure(
                     "ReconciliationFailed",

@@ -12,6 +12,7 @@ mod clients;
 mod config;
 mod connect;
 mod doctor;
+mod examples;
 mod flux;
 mod install;
 mod kpt;
