@@ -327,6 +327,33 @@ async fn bootstrap_installs_the_agent_with_flux_and_a_second_run_changes_nothing
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
+
+    // Without the Secret and with two active tokens, a run creates no
+    // third: the least recently used one (the installed agent's) goes first.
+    let installed = tokens(&setup, agent_id).await;
+    let (_, extra) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/cluster_agents/{agent_id}/tokens", setup.project_id),
+        Some(json!({"name": "spare"})),
+    )
+    .await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client().await, &target);
+    secrets.delete("gitlab-agent-token", &Default::default()).await.unwrap();
+    let (ok, stderr) = bootstrap(
+        &setup,
+        &ns,
+        &target,
+        &["--manifest-path", "clusters/test", "--no-reconcile"],
+    );
+    assert!(ok, "{stderr}");
+    let active = tokens(&setup, agent_id).await;
+    assert_eq!(active.len(), 2, "{active:?}");
+    assert!(!active.contains(&installed[0]), "the used token should go: {active:?}");
+    assert!(
+        active.contains(&extra["id"].as_i64().unwrap()),
+        "the unused one stays: {active:?}"
+    );
 }
 
 async fn tokens(setup: &Setup, agent_id: i64) -> Vec<i64> {

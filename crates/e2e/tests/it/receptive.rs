@@ -317,6 +317,12 @@ async fn grpcs_with_ca_and_tls_host_grpc_and_mtls_each_work_and_wrong_certificat
             json!({"url": format!("grpcs://127.0.0.1:{port}"), "ca_cert": agents_ca.pem, "tls_host": "wrong.receptive.test"}),
             "not valid for wrong.receptive.test",
         ),
+        // TLS is right, but this configuration's new key is not the one
+        // the agent was installed with.
+        (
+            json!({"url": format!("grpcs://127.0.0.1:{port}"), "ca_cert": agents_ca.pem, "tls_host": "agent.receptive.test"}),
+            "the agent refused kas's JWT (JWT validation failed: the JWT's signature does not verify",
+        ),
     ] {
         let config = url_configuration(&setup, body).await;
         until(Duration::from_secs(10), words, async || setup.kas.log().contains(words)).await;
@@ -325,17 +331,43 @@ async fn grpcs_with_ca_and_tls_host_grpc_and_mtls_each_work_and_wrong_certificat
     }
     drop(agent);
 
-    // grpc:// in cleartext, with the JWT.
+    // grpc:// in cleartext, with the JWT, by an agent that also dials kas:
+    // one connection each way.
     let port = glagent_test_support::free_port();
     let config = url_configuration(&setup, json!({"url": format!("grpc://127.0.0.1:{port}")})).await;
     let jwt_file = write(dir.path(), "plain-jwt", config["public_key"].as_str().unwrap());
-    let agent = receptive_agent(&setup.token, port, vec!["--api-jwt-file".into(), jwt_file]);
-    until(Duration::from_secs(10), "kas to connect over grpc://", async || {
-        connected(&setup).await
-    })
+    let agent = receptive_agent(
+        &setup.token,
+        port,
+        vec![
+            "--api-jwt-file".into(),
+            jwt_file,
+            "--kas-address".into(),
+            setup.wss(),
+            "--kas-ca-cert-file".into(),
+            setup.kas.ca_file().display().to_string(),
+        ],
+    );
+    until(
+        Duration::from_secs(10),
+        "kas to connect over grpc:// and the agent over wss://",
+        async || setup.connections().await.len() == 2,
+    )
     .await;
     delete_url_configuration(&setup, &config).await;
+    until(
+        Duration::from_secs(2),
+        "the dialed connection to close, the other to stay",
+        async || setup.connections().await.len() == 1,
+    )
+    .await;
     drop(agent);
+    until(
+        Duration::from_secs(5),
+        "the agent's own connection to close",
+        async || !connected(&setup).await,
+    )
+    .await;
 
     // mTLS: kas presents the configuration's client certificate instead of a JWT.
     let clients_ca = Pki::new("kas-clients-ca");
