@@ -6,7 +6,7 @@ set -euo pipefail
 CACHE=${GLAGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/glagent}
 
 need=()
-for p in git postgresql python3-venv ca-certificates nodejs; do
+for p in git postgresql python3-venv ca-certificates nodejs chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 # Debian ships npm apart from nodejs; other builds of nodejs carry it.
@@ -70,3 +70,16 @@ if [ "$(cat "$NPM_DIR/.pkgs" 2>/dev/null)" != "$NPM_PKGS" ]; then
   npm install --prefix "$NPM_DIR" --no-audit --no-fund --save-exact --loglevel=error $NPM_PKGS >/dev/null
   echo "$NPM_PKGS" > "$NPM_DIR/.pkgs"
 fi
+
+# The web UI's browser tests: Debian's chromium (above), driven by
+# playwright-core (no browser download: it drives /usr/lib/chromium).
+PW_DIR=$CACHE/npm/playwright
+PW_PKGS="playwright-core@1.65.1"
+if [ "$(cat "$PW_DIR/.pkgs" 2>/dev/null)" != "$PW_PKGS" ]; then
+  echo "[deps] npm install $PW_PKGS into $PW_DIR" >&2
+  rm -rf "$PW_DIR"
+  # shellcheck disable=SC2086 # PW_PKGS is a list of packages
+  npm install --prefix "$PW_DIR" --no-audit --no-fund --save-exact --loglevel=error $PW_PKGS >/dev/null
+  echo "$PW_PKGS" > "$PW_DIR/.pkgs"
+fi
+

@@ -6,9 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use glagent_api_types as api;
 use glagent_core::agent_config::ConfigError;
-use glagent_core::names::validate_agent_name;
-use glagent_core::secret;
-use glagent_store::{Agent, NewAgentToken, Project, StoreError};
+use glagent_store::{Agent, Project, StoreError};
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -17,7 +15,6 @@ use super::input::{PageQuery, Params, Query};
 use super::{entities, find_project, paginated, require};
 use crate::Api;
 use glagent_core::access::AccessLevel;
-use glagent_services::events::AccessChange;
 use glagent_services::install;
 
 pub(crate) async fn find_agent(state: &Api, project: &Project, agent_id: i64) -> ApiResult<Agent> {
@@ -78,16 +75,7 @@ pub async fn create(
     let name = params
         .name
         .ok_or_else(|| ApiError::BadRequest("name is missing".into()))?;
-    validate_agent_name(&name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let agent = state
-        .store
-        .create_agent(project.id, &name, caller.user.id)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => ApiError::BadRequest(message),
-            other => other.into(),
-        })?;
-    tracing::info!(agent_id = agent.id, project_id = project.id, agent_name = %agent.name, "agent registered");
+    let agent = state.register_agent(&project, &name, &caller.user).await?;
     let ns = state.store.namespace(project.namespace_id).await?;
     Ok((StatusCode::CREATED, Json(entities::agent(&agent, &project, &ns, false))).into_response())
 }
@@ -99,12 +87,8 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Maintainer)?;
-    match state.store.delete_agent(project.id, agent_id).await {
-        Ok(()) => {
-            state.events.access_changed(AccessChange::AgentDeleted { agent_id });
-            tracing::info!(agent_id, project_id = project.id, "agent deleted");
-            Ok(StatusCode::NO_CONTENT)
-        }
+    match state.delete_agent(&project, agent_id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent")),
         Err(other) => Err(other.into()),
     }
@@ -191,35 +175,12 @@ pub async fn create_token(
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Maintainer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    let name = params
-        .name
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::BadRequest("name is missing".into()))?;
-    if name.chars().count() > 255 {
-        return Err(ApiError::BadRequest(
-            "name is too long (maximum is 255 characters)".into(),
-        ));
-    }
-    if params.description.as_deref().is_some_and(|d| d.chars().count() > 1024) {
-        return Err(ApiError::BadRequest(
-            "description is too long (maximum is 1024 characters)".into(),
-        ));
-    }
-    let token = secret::new_agent_token();
-    let record = state
-        .store
-        .create_agent_token(&NewAgentToken {
-            agent_id: agent.id,
-            name,
-            description: params.description,
-            token_digest: token.digest(),
-            created_by: caller.user.id,
-        })
+    let name = params.name.unwrap_or_default();
+    let created = state
+        .create_agent_token(&agent, &name, params.description, &caller.user)
         .await?;
-    tracing::info!(agent_id = agent.id, token_id = record.id, "agent token created");
     // glagent's extension: the install command with this token, shown once.
-    let command = install::command(&state.urls, &agent.name, token.expose());
-    let body = entities::created_agent_token(&record, token.expose(), command);
+    let body = entities::created_agent_token(&created.record, created.token.expose(), created.install_command);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -231,15 +192,8 @@ pub async fn revoke_token(
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Maintainer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    match state.store.revoke_agent_token(agent.id, token_id).await {
-        Ok(()) => {
-            state.events.access_changed(AccessChange::AgentTokenRevoked {
-                agent_id: agent.id,
-                token_id,
-            });
-            tracing::info!(agent_id = agent.id, token_id, "agent token revoked");
-            Ok(StatusCode::NO_CONTENT)
-        }
+    match state.revoke_agent_token(&agent, token_id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent token")),
         Err(other) => Err(other.into()),
     }

@@ -62,6 +62,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<glagent_services::agents::AgentError> for ApiError {
+    fn from(error: glagent_services::agents::AgentError) -> Self {
+        match error {
+            glagent_services::agents::AgentError::Invalid(message) => ApiError::BadRequest(message),
+            glagent_services::agents::AgentError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<GitError> for ApiError {
     fn from(error: GitError) -> Self {
         match error {

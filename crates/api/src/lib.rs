@@ -41,6 +41,8 @@ use self::error::{ApiError, ApiResult};
 pub struct Api {
     pub services: Services,
     pub connections: Connections,
+    /// Where paths that are neither the REST API nor Git go (the web UI).
+    pub pages: Option<Router>,
 }
 
 impl std::ops::Deref for Api {
@@ -54,15 +56,32 @@ impl std::ops::Deref for Api {
 /// The REST API and, for every other path, Git over HTTP (or a 404 in
 /// GitLab's shape).
 pub fn router(services: Services, connections: Connections) -> Router {
+    router_with_pages(services, connections, None)
+}
+
+/// [`router`], with `pages` answering the paths that are neither the REST
+/// API nor Git (the web UI's project pages live under project paths too).
+pub fn router_with_pages(services: Services, connections: Connections, pages: Option<Router>) -> Router {
     Router::new()
         .nest("/api/v4", rest())
         .fallback(fallback)
-        .with_state(Api { services, connections })
+        .with_state(Api {
+            services,
+            connections,
+            pages,
+        })
 }
 
 async fn fallback(state: State<Api>, request: Request) -> Response {
     if git_http::is_git_request(request.uri().path()) {
         return git_http::handle(state, request).await;
+    }
+    if let Some(pages) = state.pages.clone() {
+        use tower::ServiceExt;
+        return match pages.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
     }
     (
         StatusCode::NOT_FOUND,

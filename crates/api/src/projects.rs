@@ -27,11 +27,9 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let page = page.page();
     let mut visible = Vec::new();
-    for project in state.store.projects().await? {
-        if state.project_access(&caller.user, &project).await?.is_some() {
-            let ns = state.store.namespace(project.namespace_id).await?;
-            visible.push(entities::project(&state, &project, &ns));
-        }
+    for (project, _) in state.visible_projects(&caller.user).await? {
+        let ns = state.store.namespace(project.namespace_id).await?;
+        visible.push(entities::project(&state, &project, &ns));
     }
     let (total, items) = page_of(visible, page);
     Ok(paginated(&state, &uri, page, total, items))

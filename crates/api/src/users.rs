@@ -50,8 +50,7 @@ pub struct NewUserParams {
     email: Option<String>,
     #[serde(default, deserialize_with = "opt_bool")]
     admin: Option<bool>,
-    // Accepted for compatibility; glagent users sign in with tokens only.
-    #[allow(dead_code)]
+    /// For signing in to the web UI.
     password: Option<String>,
 }
 
@@ -69,6 +68,9 @@ pub async fn create(
         .username
         .ok_or_else(|| ApiError::BadRequest("username is missing".into()))?;
     glagent_core::names::validate_path(&username).map_err(|e| ApiError::BadRequest(format!("username: {e}")))?;
+    if let Some(password) = &params.password {
+        glagent_services::passwords::validate(password).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
     let user = glagent_services::users::create_user(
         &state.store,
         &username,
@@ -77,6 +79,11 @@ pub async fn create(
         params.admin.unwrap_or(false),
     )
     .await?;
+    if let Some(password) = &params.password {
+        glagent_services::passwords::set(&state.store, user.id, password)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
     Ok((StatusCode::CREATED, Json(entities::user(&state, &user, true))).into_response())
 }
 

@@ -72,6 +72,11 @@ pub fn new_agent_token() -> Secret {
     Secret(format!("{AGENT_TOKEN_PREFIX}{}", random_chars(50)))
 }
 
+/// A new password: 24 random characters (the initial root password).
+pub fn new_password() -> Secret {
+    Secret(random_chars(24))
+}
+
 /// A new CI job token: `glcbt-` and 40 random characters.
 pub fn new_job_token() -> Secret {
     Secret(format!("{JOB_TOKEN_PREFIX}{}", random_chars(40)))

@@ -215,6 +215,28 @@ impl Repos {
         }))
     }
 
+    /// The names of the directories under `dir` at a revision (empty when
+    /// the revision or directory is absent).
+    pub async fn list_dirs(&self, project_id: i64, rev: &str, dir: &str) -> Result<Vec<String>, GitError> {
+        let Some(commit_id) = self.resolve(project_id, rev).await? else {
+            return Ok(Vec::new());
+        };
+        let listing = match self
+            .git(
+                project_id,
+                &["ls-tree", "-d", "--name-only", &format!("{commit_id}:{dir}")],
+                &[],
+                None,
+            )
+            .await
+        {
+            Ok(out) => out,
+            Err(GitError::Command { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(String::from_utf8_lossy(&listing).lines().map(str::to_string).collect())
+    }
+
     /// Commits one file change to `branch`; the caller holds the lock.
     /// A missing branch is created from `start_branch`, or as the first
     /// commit of an empty repository.

@@ -102,6 +102,11 @@ pub enum AdminCommand {
         /// Make the user an administrator.
         #[arg(long)]
         admin: bool,
+        /// The password for signing in to the web UI (at least 8
+        /// characters). Or set KAS_ADMIN_PASSWORD, which keeps it out of
+        /// the process list.
+        #[arg(long, env = "KAS_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// Create a personal access token for a user; prints the token.
     CreateToken {

@@ -1,5 +1,7 @@
-//! First start: the `root` administrator and its token, written to
-//! `<data-dir>/initial_root_token` like GitLab's initial_root_password.
+//! First start: the `root` administrator, its token and its password,
+//! written to `<data-dir>/initial_root_token` and
+//! `<data-dir>/initial_root_password` (0600) like GitLab's
+//! initial_root_password.
 
 use std::path::Path;
 
@@ -10,9 +12,20 @@ use glagent_store::{NewPersonalAccessToken, Store, StoreError};
 
 use crate::tls::write_private;
 
-/// Creates `root` on an empty database. Returns the token when it was
-/// created now (so it can be printed once).
-pub async fn ensure_root(store: &Store, data_dir: &Path, preset: Option<String>) -> Result<Option<Secret>> {
+/// What first start made, to print once.
+pub struct Root {
+    pub token: Secret,
+    pub password: Secret,
+}
+
+/// Creates `root` on an empty database. Returns its token and password
+/// when they were created now (so they can be printed once).
+pub async fn ensure_root(
+    store: &Store,
+    data_dir: &Path,
+    preset: Option<String>,
+    preset_password: Option<String>,
+) -> Result<Option<Root>> {
     match store.user_by_username("root").await {
         Ok(_) => return Ok(None),
         Err(StoreError::NotFound) => {}
@@ -29,6 +42,14 @@ pub async fn ensure_root(store: &Store, data_dir: &Path, preset: Option<String>)
         }
         None => secret::new_personal_access_token(),
     };
+    let password = match preset_password {
+        Some(value) => {
+            glagent_services::passwords::validate(&value)
+                .map_err(|e| anyhow::anyhow!("KAS_INITIAL_ROOT_PASSWORD: {e}"))?;
+            Secret::new(value)
+        }
+        None => secret::new_password(),
+    };
     let root = match create_user(store, "root", "Administrator", "admin@example.com", true).await {
         Ok(user) => user,
         // Another replica sharing the database won the race.
@@ -44,7 +65,12 @@ pub async fn ensure_root(store: &Store, data_dir: &Path, preset: Option<String>)
             expires_at: None,
         })
         .await?;
+    glagent_services::passwords::set(store, root.id, password.expose())
+        .await
+        .context("setting the initial root password")?;
     let path = data_dir.join("initial_root_token");
     write_private(&path, &format!("{}\n", token.expose())).with_context(|| format!("writing {}", path.display()))?;
-    Ok(Some(token))
+    let path = data_dir.join("initial_root_password");
+    write_private(&path, &format!("{}\n", password.expose())).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Some(Root { token, password }))
 }

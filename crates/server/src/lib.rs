@@ -63,7 +63,11 @@ pub fn router(services: Services, connections: Connections, proxy: Proxy) -> Rou
         .merge(charts::router(services.urls.clone()))
         .merge(glagent_connections::router(services.clone(), connections.clone()))
         .merge(glagent_k8s_proxy::router(proxy))
-        .merge(glagent_api::router(services, connections))
+        .merge(glagent_api::router_with_pages(
+            services.clone(),
+            connections.clone(),
+            Some(glagent_web::router(services, connections)),
+        ))
 }
 
 /// The private API other replicas call: proxied requests they forward, and
@@ -152,13 +156,19 @@ fn external_url(args: &ServeArgs) -> Result<url::Url> {
 async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     let external_url = external_url(&args)?;
     let store = open_store(&storage).await?;
-    if let Some(token) =
-        bootstrap::ensure_root(&store, &storage.data_dir, std::env::var("KAS_INITIAL_ROOT_TOKEN").ok()).await?
+    if let Some(root) = bootstrap::ensure_root(
+        &store,
+        &storage.data_dir,
+        std::env::var("KAS_INITIAL_ROOT_TOKEN").ok(),
+        std::env::var("KAS_INITIAL_ROOT_PASSWORD").ok(),
+    )
+    .await?
     {
         println!(
-            "Created the root user. Its personal access token is {} (also in {}; shown only once)",
-            token.expose(),
-            storage.data_dir.join("initial_root_token").display()
+            "Created the root user. Its personal access token is {} (also in {}) and its password is in {}; shown only once",
+            root.token.expose(),
+            storage.data_dir.join("initial_root_token").display(),
+            storage.data_dir.join("initial_root_password").display()
         );
     }
     let repos = Repos::new(storage.data_dir.join("repositories")).context("creating the repositories directory")?;
@@ -384,12 +394,19 @@ async fn admin(storage: StorageArgs, command: AdminCommand) -> Result<()> {
             name,
             email,
             admin,
+            password,
         } => {
             glagent_core::names::validate_path(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
+            if let Some(password) = &password {
+                glagent_services::passwords::validate(password).map_err(|e| anyhow::anyhow!("--password: {e}"))?;
+            }
             let name = name.unwrap_or_else(|| username.clone());
             let user =
                 glagent_services::users::create_user(&store, &username, &name, email.as_deref().unwrap_or(""), admin)
                     .await?;
+            if let Some(password) = &password {
+                glagent_services::passwords::set(&store, user.id, password).await?;
+            }
             println!("{}", serde_json::to_string(&user)?);
         }
         AdminCommand::CreateToken {

@@ -101,4 +101,15 @@ impl crate::Services {
     pub async fn project_access(&self, user: &User, project: &Project) -> glagent_store::Result<Option<AccessLevel>> {
         project_access(&self.store, user, project).await
     }
+
+    /// The projects `user` can see, with their role in each, by id.
+    pub async fn visible_projects(&self, user: &User) -> glagent_store::Result<Vec<(Project, AccessLevel)>> {
+        let mut visible = Vec::new();
+        for project in self.store.projects().await? {
+            if let Some(level) = self.project_access(user, &project).await? {
+                visible.push((project, level));
+            }
+        }
+        Ok(visible)
+    }
 }

@@ -16,14 +16,17 @@
 //! - [`urls`], [`install`], [`users`].
 
 pub mod access;
+pub mod agents;
 pub mod auth;
 pub mod cache;
 pub mod ci;
 pub mod configs;
 pub mod events;
 pub mod install;
+pub mod passwords;
 pub mod repository;
 pub mod sealed;
+pub mod sessions;
 pub mod urls;
 pub mod users;
 

@@ -910,6 +910,62 @@ impl Store {
     }
 }
 
+/// Web sign-in: password digests and browser sessions.
+impl Store {
+    /// Sets (or, with `None`, removes) a user's password digest.
+    pub async fn set_password_digest(&self, user_id: i64, digest: Option<&str>) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET password_digest = $1 WHERE id = $2")
+            .bind(digest)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        found(done)
+    }
+
+    /// The user called `username` and their password digest, if they have one.
+    pub async fn user_with_password_digest(&self, username: &str) -> Result<(User, Option<String>)> {
+        let user = self.user_by_username(username).await?;
+        let digest: Option<String> = sqlx::query_scalar("SELECT password_digest FROM users WHERE id = $1")
+            .bind(user.id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((user, digest))
+    }
+
+    pub async fn create_web_session(&self, token_digest: &str, user_id: i64, expires_at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO web_sessions (token_digest, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_digest)
+            .bind(user_id)
+            .bind(now())
+            .bind(expires_at.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user of an unexpired session.
+    pub async fn web_session_user(&self, token_digest: &str) -> Result<User> {
+        let user_id: i64 =
+            sqlx::query_scalar("SELECT user_id FROM web_sessions WHERE token_digest = $1 AND expires_at > $2")
+                .bind(token_digest)
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        self.user(user_id).await
+    }
+
+    /// Ends a session; also forgets every expired one.
+    pub async fn delete_web_session(&self, token_digest: &str) -> Result<()> {
+        sqlx::query("DELETE FROM web_sessions WHERE token_digest = $1 OR expires_at < $2")
+            .bind(token_digest)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 /// URL configurations of receptive agents.
 impl Store {
     /// Stores an agent's URL configuration; an agent has at most one.

@@ -25,6 +25,7 @@ mod streaming;
 mod support;
 mod upgrades;
 mod user_access;
+mod web;
 
 use std::path::PathBuf;
 use std::time::Duration;

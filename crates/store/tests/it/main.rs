@@ -48,6 +48,7 @@ both_backends!(
     environments_are_saved_and_unlinked_from_deleted_agents,
     an_agent_has_at_most_one_url_configuration,
     one_replica_holds_each_receptive_agent_until_it_stops_renewing,
+    passwords_and_web_sessions,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -475,4 +476,43 @@ async fn one_replica_holds_each_receptive_agent_until_it_stops_renewing(store: S
     let config = store.url_configuration(agents[0]).await.unwrap().unwrap();
     store.delete_url_configuration(agents[0], config.id).await.unwrap();
     assert_eq!(store.hold_receptive_agents("r1", later()).await.unwrap(), [agents[1]]);
+}
+
+async fn passwords_and_web_sessions(store: Store) {
+    let alice = user(&store, "alice-web").await;
+    assert_eq!(store.user_with_password_digest("alice-web").await.unwrap().1, None);
+    store
+        .set_password_digest(alice.id, Some("pbkdf2-sha256$1$c2FsdA$aGFzaA"))
+        .await
+        .unwrap();
+    let (found, digest) = store.user_with_password_digest("alice-web").await.unwrap();
+    assert_eq!(
+        (found.id, digest.as_deref()),
+        (alice.id, Some("pbkdf2-sha256$1$c2FsdA$aGFzaA"))
+    );
+    assert!(matches!(
+        store.set_password_digest(alice.id + 1000, None).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let later = Timestamp::from_now(std::time::Duration::from_secs(3600));
+    store.create_web_session("digest-a", alice.id, later).await.unwrap();
+    store
+        .create_web_session(
+            "digest-old",
+            alice.id,
+            Timestamp::before_now(std::time::Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.web_session_user("digest-a").await.unwrap().id, alice.id);
+    assert!(
+        matches!(store.web_session_user("digest-old").await, Err(StoreError::NotFound)),
+        "expired"
+    );
+    store.delete_web_session("digest-a").await.unwrap();
+    assert!(
+        matches!(store.web_session_user("digest-a").await, Err(StoreError::NotFound)),
+        "signed out"
+    );
 }

@@ -1,0 +1,109 @@
+//! Registering and deleting agents and creating and revoking their
+//! tokens: the one home of these changes, used by the REST API and the web
+//! UI alike (checks, records, the access notification, the log line).
+
+use glagent_core::names::validate_agent_name;
+use glagent_core::secret::{self, Secret};
+use glagent_store::{Agent, AgentToken, NewAgentToken, Project, StoreError, User};
+
+use crate::Services;
+use crate::events::AccessChange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The input breaks a rule; the message says which, as GitLab does.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A token as created: shown once, with the install command that uses it.
+pub struct CreatedToken {
+    pub record: AgentToken,
+    pub token: Secret,
+    pub install_command: String,
+}
+
+/// The rules for an agent token's name and description.
+pub fn validate_token(name: &str, description: Option<&str>) -> Result<(), AgentError> {
+    if name.trim().is_empty() {
+        return Err(AgentError::Invalid("name is missing".into()));
+    }
+    if name.chars().count() > 255 {
+        return Err(AgentError::Invalid(
+            "name is too long (maximum is 255 characters)".into(),
+        ));
+    }
+    if description.is_some_and(|d| d.chars().count() > 1024) {
+        return Err(AgentError::Invalid(
+            "description is too long (maximum is 1024 characters)".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Services {
+    /// Registers an agent in `project`.
+    pub async fn register_agent(&self, project: &Project, name: &str, by: &User) -> Result<Agent, AgentError> {
+        validate_agent_name(name).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let agent = self
+            .store
+            .create_agent(project.id, name, by.id)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(message) => AgentError::Invalid(message),
+                other => other.into(),
+            })?;
+        tracing::info!(agent_id = agent.id, project_id = project.id, agent_name = %agent.name, "agent registered");
+        Ok(agent)
+    }
+
+    /// Deletes an agent; its connections close at once.
+    pub async fn delete_agent(&self, project: &Project, agent_id: i64) -> Result<(), StoreError> {
+        self.store.delete_agent(project.id, agent_id).await?;
+        self.events.access_changed(AccessChange::AgentDeleted { agent_id });
+        tracing::info!(agent_id, project_id = project.id, "agent deleted");
+        Ok(())
+    }
+
+    /// Creates an agent token.
+    pub async fn create_agent_token(
+        &self,
+        agent: &Agent,
+        name: &str,
+        description: Option<String>,
+        by: &User,
+    ) -> Result<CreatedToken, AgentError> {
+        validate_token(name, description.as_deref())?;
+        let token = secret::new_agent_token();
+        let record = self
+            .store
+            .create_agent_token(&NewAgentToken {
+                agent_id: agent.id,
+                name: name.to_string(),
+                description,
+                token_digest: token.digest(),
+                created_by: by.id,
+            })
+            .await?;
+        tracing::info!(agent_id = agent.id, token_id = record.id, "agent token created");
+        let install_command = crate::install::command(&self.urls, &agent.name, token.expose());
+        Ok(CreatedToken {
+            record,
+            token,
+            install_command,
+        })
+    }
+
+    /// Revokes an agent token; connections using it close at once.
+    pub async fn revoke_agent_token(&self, agent: &Agent, token_id: i64) -> Result<(), StoreError> {
+        self.store.revoke_agent_token(agent.id, token_id).await?;
+        self.events.access_changed(AccessChange::AgentTokenRevoked {
+            agent_id: agent.id,
+            token_id,
+        });
+        tracing::info!(agent_id = agent.id, token_id, "agent token revoked");
+        Ok(())
+    }
+}

@@ -1,0 +1,380 @@
+//! Project > Operate > Kubernetes clusters (`/<project path>/-/clusters`):
+//! the project's agents with their live connection status, Connect a
+//! cluster (register an agent and show its token once with the install
+//! command), and the JSON the page's script polls for live status.
+
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use glagent_core::access::AccessLevel;
+use glagent_store::{Agent, Page, Project, StoreError};
+use serde::Serialize;
+
+use crate::pages::require;
+use crate::session::{SignedIn, check_post};
+use crate::{Web, error_page, page};
+
+/// One agent's row, as the page and its script show it.
+#[derive(Clone, Serialize)]
+pub struct AgentRow {
+    pub id: i64,
+    pub name: String,
+    pub receptive: bool,
+    pub status: &'static str,
+    pub status_class: &'static str,
+    pub last_contact: String,
+    pub version: String,
+    pub warning: Option<String>,
+    pub configuration: String,
+}
+
+/// A token just created, shown once.
+pub struct Created {
+    pub agent_name: String,
+    pub token: String,
+    pub install_command: String,
+}
+
+#[derive(Template)]
+#[template(path = "clusters.html")]
+struct ClustersPage {
+    user: Option<String>,
+    csrf: String,
+    project_name: String,
+    project_path: String,
+    can_admin: bool,
+    agents: Vec<AgentRow>,
+    available: Vec<String>,
+    created: Option<Created>,
+    error: Option<String>,
+    name: String,
+}
+
+/// What a path under a project names.
+enum Target<'a> {
+    Clusters(&'a str),
+    Status(&'a str),
+    Agents(&'a str),
+}
+
+fn target(path: &str) -> Option<Target<'_>> {
+    let path = path.strip_prefix('/')?;
+    if let Some(project) = path.strip_suffix("/-/clusters") {
+        return Some(Target::Clusters(project));
+    }
+    if let Some(project) = path.strip_suffix("/-/clusters/status.json") {
+        return Some(Target::Status(project));
+    }
+    path.strip_suffix("/-/cluster_agents").map(Target::Agents)
+}
+
+/// The pages under project paths; anything else is GitLab's 404.
+pub async fn dispatch(State(web): State<Web>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let Some(target) = target(&path) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({"message": "404 Not Found"})),
+        )
+            .into_response();
+    };
+    let current = match require(&web, &parts.headers, &parts.uri).await {
+        Ok(current) => current,
+        Err(redirect) => return redirect,
+    };
+    match target {
+        Target::Clusters(project) if parts.method == http::Method::GET => {
+            clusters(&web, &current, project, None, None, String::new()).await
+        }
+        Target::Status(project) if parts.method == http::Method::GET => status(&web, &current, project).await,
+        Target::Agents(project) if parts.method == http::Method::POST => {
+            let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+                Ok(bytes) => bytes,
+                Err(_) => return error_page(StatusCode::BAD_REQUEST, "The form is too large.", None, String::new()),
+            };
+            let form: Vec<(String, String)> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+            let field = |name: &str| {
+                form.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            if let Err(refused) = check_post(&web, &parts.headers, Some(&current.token), &field("authenticity_token")) {
+                tracing::info!(?refused, "refused a Connect a cluster form");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "The form expired or did not come from this site. Reload the page and try again.",
+                    Some(current.user.username.clone()),
+                    current.csrf(),
+                );
+            }
+            connect(&web, &current, project, &field("name")).await
+        }
+        _ => error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This page does not take that request.",
+            Some(current.user.username.clone()),
+            current.csrf(),
+        ),
+    }
+}
+
+/// The project and the user's role in it, or the same 404 the API gives.
+async fn project_for(web: &Web, current: &SignedIn, path: &str) -> Result<(Project, AccessLevel), Response> {
+    let not_found = || {
+        error_page(
+            StatusCode::NOT_FOUND,
+            "404 Project Not Found",
+            Some(current.user.username.clone()),
+            current.csrf(),
+        )
+    };
+    let project = match web.store.project_by_full_path(path).await {
+        Ok(project) => project,
+        Err(StoreError::NotFound) => return Err(not_found()),
+        Err(error) => {
+            tracing::error!(%error, "reading a project failed");
+            return Err(not_found());
+        }
+    };
+    match web.project_access(&current.user, &project).await {
+        Ok(Some(level)) if level.can_read_agents() => Ok((project, level)),
+        _ => Err(not_found()),
+    }
+}
+
+/// The rows of the project's agents: live connections of every replica,
+/// the last contact their tokens record, versions against kas's.
+async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError> {
+    let agents = web
+        .store
+        .agents(
+            project.id,
+            Page {
+                page: 1,
+                per_page: 10_000,
+            },
+        )
+        .await?
+        .items;
+    let receptive = web.store.receptive_agent_ids(project.id).await?;
+    let mut rows = Vec::new();
+    for agent in agents {
+        rows.push(row(web, project, &agent, receptive.contains(&agent.id)).await?);
+    }
+    Ok(rows)
+}
+
+async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Result<AgentRow, StoreError> {
+    let connections = web.connections.summaries(&web.services, agent.id).await;
+    let tokens = web
+        .store
+        .active_agent_tokens(agent.id, Page { page: 1, per_page: 100 })
+        .await?
+        .items;
+    let last_used = tokens.iter().filter_map(|t| t.last_used_at).max();
+    let last_connected = connections.iter().map(|c| c.connected_at).max();
+    let last_contact = last_used.max(last_connected);
+    let (status, status_class) = match (connections.is_empty(), last_contact) {
+        (false, _) => ("Connected", "success"),
+        (true, Some(_)) => ("Not connected", "danger"),
+        (true, None) => ("Never connected", "neutral"),
+    };
+    let versions: Vec<&str> = connections
+        .iter()
+        .filter_map(|c| c.metadata.as_ref().map(|m| m.version.as_str()))
+        .collect();
+    let warning = glagent_core::version::mixed_versions_warning(&versions).or_else(|| {
+        versions
+            .iter()
+            .find_map(|v| glagent_core::version::version_warning(v, glagent_core::VERSION))
+    });
+    let mut unique: Vec<&str> = versions.clone();
+    unique.sort();
+    unique.dedup();
+    let configuration = match web.configs.at_head(project, agent).await {
+        Ok(head) if head.file_exists => head.path,
+        _ => "Default configuration".to_string(),
+    };
+    Ok(AgentRow {
+        id: agent.id,
+        name: agent.name.clone(),
+        receptive,
+        status,
+        status_class,
+        last_contact: last_contact.map(|t| t.to_string()).unwrap_or_else(|| "Never".into()),
+        version: if unique.is_empty() {
+            "-".into()
+        } else {
+            unique.join(", ")
+        },
+        warning,
+        configuration,
+    })
+}
+
+async fn clusters(
+    web: &Web,
+    current: &SignedIn,
+    path: &str,
+    created: Option<Created>,
+    error: Option<String>,
+    name: String,
+) -> Response {
+    let (project, level) = match project_for(web, current, path).await {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
+    };
+    let agents = match rows(web, &project).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::error!(%error, "listing agents failed");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kas could not list the agents; try again.",
+                Some(current.user.username.clone()),
+                current.csrf(),
+            );
+        }
+    };
+    let registered: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    // Configuration folders with no agent of that name yet.
+    let available = web
+        .repos
+        .list_dirs(project.id, &project.default_branch, ".gitlab/agents")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !registered.contains(&n.as_str()))
+        .collect();
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let html = ClustersPage {
+        user: Some(current.user.username.clone()),
+        csrf: current.csrf(),
+        project_name: project.name.clone(),
+        project_path: project.full_path.clone(),
+        can_admin: level.can_admin_agents(),
+        agents,
+        available,
+        created,
+        error,
+        name,
+    }
+    .render()
+    .unwrap_or_default();
+    page(status, html)
+}
+
+async fn status(web: &Web, current: &SignedIn, path: &str) -> Response {
+    let (project, _) = match project_for(web, current, path).await {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
+    };
+    match rows(web, &project).await {
+        Ok(agents) => {
+            let mut response = axum::Json(serde_json::json!({ "agents": agents })).into_response();
+            response
+                .headers_mut()
+                .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "listing agents failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Create and register: the agent, then its first token, shown once.
+async fn connect(web: &Web, current: &SignedIn, path: &str, name: &str) -> Response {
+    let (project, level) = match project_for(web, current, path).await {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
+    };
+    if !level.can_admin_agents() {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Only maintainers and owners of the project can register agents.",
+            Some(current.user.username.clone()),
+            current.csrf(),
+        );
+    }
+    let name = name.trim().to_string();
+    let agent = match web.register_agent(&project, &name, &current.user).await {
+        Ok(agent) => agent,
+        Err(glagent_services::agents::AgentError::Invalid(message)) => {
+            return clusters(
+                web,
+                current,
+                path,
+                None,
+                Some(format!("The agent was not registered: {message}")),
+                name,
+            )
+            .await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "registering an agent failed");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kas could not register the agent; try again.",
+                Some(current.user.username.clone()),
+                current.csrf(),
+            );
+        }
+    };
+    let created = match web
+        .create_agent_token(
+            &agent,
+            "default",
+            Some("Created with Connect a cluster".into()),
+            &current.user,
+        )
+        .await
+    {
+        Ok(created) => created,
+        Err(error) => {
+            tracing::error!(%error, "creating the agent token failed");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kas registered the agent but could not create its token; create one on the agent's page.",
+                Some(current.user.username.clone()),
+                current.csrf(),
+            );
+        }
+    };
+    let shown = Created {
+        agent_name: agent.name.clone(),
+        token: created.token.expose().to_string(),
+        install_command: created.install_command,
+    };
+    clusters(web, current, path, Some(shown), None, String::new()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_paths_with_groups_are_found() {
+        assert!(matches!(
+            target("/g/sub/app/-/clusters"),
+            Some(Target::Clusters("g/sub/app"))
+        ));
+        assert!(matches!(
+            target("/g/app/-/clusters/status.json"),
+            Some(Target::Status("g/app"))
+        ));
+        assert!(matches!(
+            target("/g/app/-/cluster_agents"),
+            Some(Target::Agents("g/app"))
+        ));
+        assert!(target("/g/app/-/issues").is_none());
+    }
+}
