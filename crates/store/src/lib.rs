@@ -709,6 +709,17 @@ impl Store {
         .await?)
     }
 
+    /// When any token of the agent, revoked ones included, was last used:
+    /// the agent's last contact with kas.
+    pub async fn agent_last_contact(&self, agent_id: i64) -> Result<Option<Timestamp>> {
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT MAX(last_used_at) FROM cluster_agent_tokens WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(last.and_then(|t| Timestamp::try_from(t).ok()))
+    }
+
     pub async fn agent_token_active(&self, token_id: i64) -> Result<bool> {
         let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cluster_agent_tokens WHERE id = $1 AND status = 0")
             .bind(token_id)

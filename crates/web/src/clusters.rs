@@ -4,15 +4,13 @@
 //! command), and the JSON the page's script polls for live status.
 
 use askama::Template;
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use glagent_core::access::AccessLevel;
 use glagent_store::{Agent, Page, Project, StoreError};
 use serde::Serialize;
 
-use crate::pages::require;
-use crate::session::{SignedIn, check_post};
+use crate::project::{Created, project_for};
+use crate::session::SignedIn;
 use crate::{Web, error_page, page};
 
 /// One agent's row, as the page and its script show it.
@@ -29,13 +27,6 @@ pub struct AgentRow {
     pub configuration: String,
 }
 
-/// A token just created, shown once.
-pub struct Created {
-    pub agent_name: String,
-    pub token: String,
-    pub install_command: String,
-}
-
 #[derive(Template)]
 #[template(path = "clusters.html")]
 struct ClustersPage {
@@ -49,100 +40,6 @@ struct ClustersPage {
     created: Option<Created>,
     error: Option<String>,
     name: String,
-}
-
-/// What a path under a project names.
-enum Target<'a> {
-    Clusters(&'a str),
-    Status(&'a str),
-    Agents(&'a str),
-}
-
-fn target(path: &str) -> Option<Target<'_>> {
-    let path = path.strip_prefix('/')?;
-    if let Some(project) = path.strip_suffix("/-/clusters") {
-        return Some(Target::Clusters(project));
-    }
-    if let Some(project) = path.strip_suffix("/-/clusters/status.json") {
-        return Some(Target::Status(project));
-    }
-    path.strip_suffix("/-/cluster_agents").map(Target::Agents)
-}
-
-/// The pages under project paths; anything else is GitLab's 404.
-pub async fn dispatch(State(web): State<Web>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path().to_string();
-    let Some(target) = target(&path) else {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"message": "404 Not Found"})),
-        )
-            .into_response();
-    };
-    let current = match require(&web, &parts.headers, &parts.uri).await {
-        Ok(current) => current,
-        Err(redirect) => return redirect,
-    };
-    match target {
-        Target::Clusters(project) if parts.method == http::Method::GET => {
-            clusters(&web, &current, project, None, None, String::new()).await
-        }
-        Target::Status(project) if parts.method == http::Method::GET => status(&web, &current, project).await,
-        Target::Agents(project) if parts.method == http::Method::POST => {
-            let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
-                Ok(bytes) => bytes,
-                Err(_) => return error_page(StatusCode::BAD_REQUEST, "The form is too large.", None, String::new()),
-            };
-            let form: Vec<(String, String)> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-            let field = |name: &str| {
-                form.iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            if let Err(refused) = check_post(&web, &parts.headers, Some(&current.token), &field("authenticity_token")) {
-                tracing::info!(?refused, "refused a Connect a cluster form");
-                return error_page(
-                    StatusCode::FORBIDDEN,
-                    "The form expired or did not come from this site. Reload the page and try again.",
-                    Some(current.user.username.clone()),
-                    current.csrf(),
-                );
-            }
-            connect(&web, &current, project, &field("name")).await
-        }
-        _ => error_page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "This page does not take that request.",
-            Some(current.user.username.clone()),
-            current.csrf(),
-        ),
-    }
-}
-
-/// The project and the user's role in it, or the same 404 the API gives.
-async fn project_for(web: &Web, current: &SignedIn, path: &str) -> Result<(Project, AccessLevel), Response> {
-    let not_found = || {
-        error_page(
-            StatusCode::NOT_FOUND,
-            "404 Project Not Found",
-            Some(current.user.username.clone()),
-            current.csrf(),
-        )
-    };
-    let project = match web.store.project_by_full_path(path).await {
-        Ok(project) => project,
-        Err(StoreError::NotFound) => return Err(not_found()),
-        Err(error) => {
-            tracing::error!(%error, "reading a project failed");
-            return Err(not_found());
-        }
-    };
-    match web.project_access(&current.user, &project).await {
-        Ok(Some(level)) if level.can_read_agents() => Ok((project, level)),
-        _ => Err(not_found()),
-    }
 }
 
 /// The rows of the project's agents: live connections of every replica,
@@ -169,12 +66,7 @@ async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError>
 
 async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Result<AgentRow, StoreError> {
     let connections = web.connections.summaries(&web.services, agent.id).await;
-    let tokens = web
-        .store
-        .active_agent_tokens(agent.id, Page { page: 1, per_page: 100 })
-        .await?
-        .items;
-    let last_used = tokens.iter().filter_map(|t| t.last_used_at).max();
+    let last_used = web.store.agent_last_contact(agent.id).await?;
     let last_connected = connections.iter().map(|c| c.connected_at).max();
     let last_contact = last_used.max(last_connected);
     let (status, status_class) = match (connections.is_empty(), last_contact) {
@@ -215,7 +107,7 @@ async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Re
     })
 }
 
-async fn clusters(
+pub(crate) async fn clusters(
     web: &Web,
     current: &SignedIn,
     path: &str,
@@ -271,7 +163,7 @@ async fn clusters(
     page(status, html)
 }
 
-async fn status(web: &Web, current: &SignedIn, path: &str) -> Response {
+pub(crate) async fn status(web: &Web, current: &SignedIn, path: &str) -> Response {
     let (project, _) = match project_for(web, current, path).await {
         Ok(found) => found,
         Err(not_found) => return not_found,
@@ -292,7 +184,7 @@ async fn status(web: &Web, current: &SignedIn, path: &str) -> Response {
 }
 
 /// Create and register: the agent, then its first token, shown once.
-async fn connect(web: &Web, current: &SignedIn, path: &str, name: &str) -> Response {
+pub(crate) async fn connect(web: &Web, current: &SignedIn, path: &str, name: &str) -> Response {
     let (project, level) = match project_for(web, current, path).await {
         Ok(found) => found,
         Err(not_found) => return not_found,
@@ -355,26 +247,4 @@ async fn connect(web: &Web, current: &SignedIn, path: &str, name: &str) -> Respo
         install_command: created.install_command,
     };
     clusters(web, current, path, Some(shown), None, String::new()).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn project_paths_with_groups_are_found() {
-        assert!(matches!(
-            target("/g/sub/app/-/clusters"),
-            Some(Target::Clusters("g/sub/app"))
-        ));
-        assert!(matches!(
-            target("/g/app/-/clusters/status.json"),
-            Some(Target::Status("g/app"))
-        ));
-        assert!(matches!(
-            target("/g/app/-/cluster_agents"),
-            Some(Target::Agents("g/app"))
-        ));
-        assert!(target("/g/app/-/issues").is_none());
-    }
 }

@@ -8,9 +8,16 @@
 //!   out (the session ends on the server).
 //! - [`pages`]: the pages of a signed-in user.
 //! - [`clusters`]: Operate > Kubernetes clusters and Connect a cluster.
+//! - [`agent`]: an agent's page: connections, tokens, configuration,
+//!   deleting it.
+//! - [`paths`]: which page a path under a project names, and the check
+//!   of every form; [`project`]: the project a path names.
 
+mod agent;
 mod clusters;
 mod pages;
+mod paths;
+mod project;
 mod session;
 mod sign_in;
 
@@ -53,7 +60,7 @@ pub fn router(services: Services, connections: Connections) -> Router {
         .route("/users/sign_out", post(sign_in::sign_out))
         .route("/-/static/app.css", get(stylesheet))
         .route("/-/static/app.js", get(script))
-        .fallback(clusters::dispatch)
+        .fallback(paths::dispatch)
         .with_state(web)
 }
 

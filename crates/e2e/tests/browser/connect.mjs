@@ -50,6 +50,25 @@ try {
     version: await row.locator("[data-field=version]").textContent(),
   });
   await page.screenshot({ path: `${SCREENSHOTS}/clusters.png`, fullPage: true });
+
+  // The agent's page: its connection and token; revoke the token.
+  await row.locator("a").click();
+  await page.waitForSelector("h1");
+  report("agent page", {
+    heading: (await page.textContent("h1")).trim(),
+    connections: await page.$$eval("table[data-connections] tbody tr", (rows) => rows.length),
+    tokens: await page.$$eval("tr[data-token-id] td:first-child", (cells) => cells.map((c) => c.textContent)),
+  });
+  await page.screenshot({ path: `${SCREENSHOTS}/agent.png`, fullPage: true });
+  await page.click("tr[data-token-id] button");
+  await page.waitForURL(`${KAS_URL}/${PROJECT}/-/cluster_agents/${AGENT}`);
+  report("revoked", { tokens: await page.$$eval("tr[data-token-id]", (rows) => rows.length) });
+
+  // Back on the list, the row turns Not connected without reloading.
+  await page.goto(`${KAS_URL}/${PROJECT}/-/clusters`);
+  const again = page.locator("tr[data-agent-id]").filter({ hasText: AGENT });
+  await again.locator("[data-field=status]", { hasText: /^\s*Not connected\s*$/ }).waitFor({ timeout: 30000 });
+  report("disconnected", { status: (await again.locator("[data-field=status]").textContent()).trim() });
 } finally {
   lines.close();
   await close();

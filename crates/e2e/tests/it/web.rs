@@ -293,6 +293,12 @@ async fn connect_a_cluster_in_the_browser_registers_an_agent_whose_row_turns_con
         connected["version"].as_str().unwrap().contains(glagent_core::VERSION),
         "{connected}"
     );
+    let agent_page = until_step("agent page");
+    assert_eq!(agent_page["heading"], "edge-ui");
+    assert_eq!(agent_page["connections"], 1, "{agent_page}");
+    assert_eq!(agent_page["tokens"], json!(["default"]), "{agent_page}");
+    assert_eq!(until_step("revoked")["tokens"], 0);
+    assert_eq!(until_step("disconnected")["status"], "Not connected");
     assert!(node.wait().unwrap().success());
     sh(
         dir.path(),
@@ -437,8 +443,60 @@ async fn project_pages_hide_other_projects_and_refuse_foreign_forms() {
         .await
         .unwrap();
     assert!(!refused.contains("<script>alert(1)</script>"), "rendered live");
+    let inert = |html: &str| {
+        !html.contains("<script>alert(1)</script>")
+            && (html.contains("&#60;script&#62;alert(1)") || html.contains("&lt;script&gt;alert(1)"))
+    };
+    assert!(inert(&refused), "escaped: {refused}");
+
+    // Script in a token name and in a configuration error: shown inert on
+    // the agent page.
+    let agent_url = format!("{}/{}/-/cluster_agents/edge", setup.kas.url, setup.project_path);
+    let created = http
+        .post(format!("{agent_url}/tokens"))
+        .form(&[
+            ("authenticity_token", token.as_str()),
+            ("name", "<script>alert(1)</script>"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let created = created.text().await.unwrap();
+    assert!(inert(&created), "token name: {created}");
+    assert!(created.contains("You cannot see this token again"), "{created}");
     assert!(
-        refused.contains("&#60;script&#62;alert(1)") || refused.contains("&lt;script&gt;alert(1)"),
-        "escaped: {refused}"
+        setup
+            .write_config("user_access:\n  <script>alert(1)</script>: x\n")
+            .await
+            .is_success()
     );
+    let shown = http.get(&agent_url).send().await.unwrap().text().await.unwrap();
+    assert!(inert(&shown), "configuration error: {shown}");
+    assert!(shown.contains("line 2"), "the error says where: {shown}");
+
+    // Deleting needs the agent's name typed.
+    let wrong = http
+        .post(format!("{agent_url}/delete"))
+        .form(&[("authenticity_token", token.as_str()), ("confirm_name", "edg")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert!(wrong.text().await.unwrap().contains("type its name, edge, to confirm"));
+    let deleted = http
+        .post(format!("{agent_url}/delete"))
+        .form(&[("authenticity_token", token.as_str()), ("confirm_name", "edge")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::SEE_OTHER);
+    let (_, agents) = call(
+        &setup.kas,
+        "GET",
+        &format!("/projects/{}/cluster_agents", setup.project_id),
+        None,
+    )
+    .await;
+    assert_eq!(agents, json!([]), "deleted");
 }

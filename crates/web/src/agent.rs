@@ -1,0 +1,273 @@
+//! The agent page (`/<project path>/-/cluster_agents/<name>`): its live
+//! connections, its tokens (create, shown once; revoke), its configuration
+//! (the parsed file, or its error with line and column), its receptive URL,
+//! and deleting it after typing its name.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use glagent_store::{Agent, Page, Project, StoreError};
+
+use crate::project::{Created, project_for};
+use crate::session::SignedIn;
+use crate::{Web, error_page, page};
+
+pub struct ConnectionRow {
+    pub pod: String,
+    pub version: String,
+    pub connected_at: String,
+    pub warning: Option<String>,
+}
+
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub last_used: String,
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    user: Option<String>,
+    csrf: String,
+    project_name: String,
+    project_path: String,
+    agent_name: String,
+    agent_id: i64,
+    created_at: String,
+    can_admin: bool,
+    connections: Vec<ConnectionRow>,
+    tokens: Vec<TokenRow>,
+    config_path: String,
+    config_exists: bool,
+    config_text: String,
+    config_error: Option<String>,
+    receptive: Option<String>,
+    created: Option<Created>,
+    error: Option<String>,
+}
+
+/// What the agent page is asked to do.
+pub enum Action {
+    Show,
+    CreateToken { name: String, description: String },
+    Revoke(i64),
+    Delete { confirm: String },
+}
+
+async fn find(web: &Web, project: &Project, name: &str) -> Result<Option<Agent>, StoreError> {
+    let agents = web
+        .store
+        .agents(
+            project.id,
+            Page {
+                page: 1,
+                per_page: 10_000,
+            },
+        )
+        .await?
+        .items;
+    Ok(agents.into_iter().find(|a| a.name == name))
+}
+
+pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, action: Action) -> Response {
+    let (project, level) = match project_for(web, current, path).await {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
+    };
+    let user = Some(current.user.username.clone());
+    let agent = match find(web, &project, name).await {
+        Ok(Some(agent)) => agent,
+        Ok(None) => return error_page(StatusCode::NOT_FOUND, "404 Agent Not Found", user, current.csrf()),
+        Err(error) => {
+            tracing::error!(%error, "reading an agent failed");
+            return error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kas could not read the agent; try again.",
+                user,
+                current.csrf(),
+            );
+        }
+    };
+    if !matches!(action, Action::Show) && !level.can_admin_agents() {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Only maintainers and owners of the project can change agents.",
+            user,
+            current.csrf(),
+        );
+    }
+    let mut created = None;
+    let mut error = None;
+    match action {
+        Action::Show => {}
+        Action::CreateToken {
+            name: token_name,
+            description,
+        } => {
+            let description = Some(description).filter(|d| !d.trim().is_empty());
+            match web
+                .create_agent_token(&agent, token_name.trim(), description, &current.user)
+                .await
+            {
+                Ok(token) => {
+                    created = Some(Created {
+                        agent_name: token.record.name.clone(),
+                        token: token.token.expose().to_string(),
+                        install_command: token.install_command,
+                    })
+                }
+                Err(glagent_services::agents::AgentError::Invalid(message)) => {
+                    error = Some(format!("The token was not created: {message}"))
+                }
+                Err(glagent_services::agents::AgentError::Store(StoreError::Limit(message))) => {
+                    error = Some(format!("The token was not created: {message}"))
+                }
+                Err(failure) => {
+                    tracing::error!(error = %failure, "creating an agent token failed");
+                    error = Some("kas could not create the token; try again.".into());
+                }
+            }
+        }
+        Action::Revoke(token_id) => match web.revoke_agent_token(&agent, token_id).await {
+            Ok(()) => {
+                return Redirect::to(&format!("/{}/-/cluster_agents/{}", project.full_path, agent.name))
+                    .into_response();
+            }
+            Err(StoreError::NotFound) => error = Some("That token is not an active token of this agent.".into()),
+            Err(failure) => {
+                tracing::error!(error = %failure, "revoking an agent token failed");
+                error = Some("kas could not revoke the token; try again.".into());
+            }
+        },
+        Action::Delete { confirm } => {
+            if confirm.trim() != agent.name {
+                error = Some(format!(
+                    "The agent was not deleted: type its name, {}, to confirm.",
+                    agent.name
+                ));
+            } else {
+                return match web.delete_agent(&project, agent.id).await {
+                    Ok(()) => Redirect::to(&format!("/{}/-/clusters", project.full_path)).into_response(),
+                    Err(failure) => {
+                        tracing::error!(error = %failure, "deleting an agent failed");
+                        error_page(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "kas could not delete the agent; try again.",
+                            user,
+                            current.csrf(),
+                        )
+                    }
+                };
+            }
+        }
+    }
+    render(web, current, &project, &agent, level.can_admin_agents(), created, error).await
+}
+
+async fn render(
+    web: &Web,
+    current: &SignedIn,
+    project: &Project,
+    agent: &Agent,
+    can_admin: bool,
+    created: Option<Created>,
+    error: Option<String>,
+) -> Response {
+    let connections = web.connections.summaries(&web.services, agent.id).await;
+    let versions: Vec<&str> = connections
+        .iter()
+        .filter_map(|c| c.metadata.as_ref().map(|m| m.version.as_str()))
+        .collect();
+    let mixed = glagent_core::version::mixed_versions_warning(&versions);
+    let connections = connections
+        .iter()
+        .map(|c| {
+            let info = c.metadata.as_ref();
+            ConnectionRow {
+                pod: info
+                    .map(|m| format!("{}/{}", m.pod_namespace, m.pod_name))
+                    .unwrap_or_else(|| "registering…".into()),
+                version: info.map(|m| m.version.clone()).unwrap_or_default(),
+                connected_at: c.connected_at.to_string(),
+                warning: info
+                    .and_then(|m| glagent_core::version::version_warning(&m.version, glagent_core::VERSION))
+                    .or(mixed.clone()),
+            }
+        })
+        .collect();
+    let tokens = match web
+        .store
+        .active_agent_tokens(agent.id, Page { page: 1, per_page: 100 })
+        .await
+    {
+        Ok(tokens) => tokens.items,
+        Err(failure) => {
+            tracing::error!(error = %failure, "listing agent tokens failed");
+            Vec::new()
+        }
+    };
+    let tokens = tokens
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            name: t.name,
+            description: t.description.unwrap_or_default(),
+            created_at: t.created_at.to_string(),
+            last_used: t.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "Never".into()),
+        })
+        .collect();
+    let (config_path, config_exists, config_text, config_error) = match web.configs.at_head(project, agent).await {
+        Ok(head) => match head.parsed {
+            Ok(config) => (
+                head.path,
+                head.file_exists,
+                serde_json::to_string_pretty(&config).unwrap_or_default(),
+                None,
+            ),
+            Err(failure) => (head.path, head.file_exists, String::new(), Some(failure.to_string())),
+        },
+        Err(failure) => (
+            format!(".gitlab/agents/{}/config.yaml", agent.name),
+            false,
+            String::new(),
+            Some(format!("kas could not read the repository: {failure}")),
+        ),
+    };
+    let receptive = web
+        .store
+        .url_configuration(agent.id)
+        .await
+        .ok()
+        .flatten()
+        .map(|u| u.url);
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let html = AgentPage {
+        user: Some(current.user.username.clone()),
+        csrf: current.csrf(),
+        project_name: project.name.clone(),
+        project_path: project.full_path.clone(),
+        agent_name: agent.name.clone(),
+        agent_id: agent.id,
+        created_at: agent.created_at.to_string(),
+        can_admin,
+        connections,
+        tokens,
+        config_path,
+        config_exists,
+        config_text,
+        config_error,
+        receptive,
+        created,
+        error,
+    }
+    .render()
+    .unwrap_or_default();
+    page(status, html)
+}
