@@ -82,7 +82,7 @@ impl<'a> Client<'a> {
     /// Creates a user and a token for them (scopes api + k8s_proxy).
     pub async fn new_user(&self, username: &str) -> (i64, String) {
         let (status, user) = self
-            .post("/users", serde_json::json!({"username": username, "name": username, "email": format!("{username}@example.com"), "password": "x"}))
+            .post("/users", serde_json::json!({"username": username, "name": username, "email": format!("{username}@example.com"), "password": "a long enough password"}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{user}");
         let id = user["id"].as_i64().unwrap();
