@@ -260,6 +260,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
                 let (routing, store, registry) = (routing.clone(), store.clone(), connections.registry.clone());
                 async move { routing.refresh_forever(&store, &registry).await }
             });
+            tokio::spawn(glagent_services::repository::relay_pushes_forever(services.clone()));
             Some(tokio::spawn(accept_loop(
                 listener,
                 acceptor,

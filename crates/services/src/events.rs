@@ -48,6 +48,9 @@ type Listener = Arc<dyn Fn(&AccessChange) + Send + Sync>;
 
 pub struct Events {
     pushes: broadcast::Sender<PushEvent>,
+    /// Ids of the pushes recorded by this process (the newest 1,024), so
+    /// that the replica relay does not announce them twice.
+    local_pushes: parking_lot::Mutex<std::collections::VecDeque<i64>>,
     url_configurations: watch::Sender<u64>,
     listeners: RwLock<Vec<Listener>>,
 }
@@ -57,6 +60,7 @@ impl Default for Events {
         let (pushes, _) = broadcast::channel(256);
         Events {
             pushes,
+            local_pushes: Default::default(),
             url_configurations: watch::Sender::new(0),
             listeners: RwLock::new(Vec::new()),
         }
@@ -70,6 +74,23 @@ impl Events {
     }
 
     pub(crate) fn pushed(&self, event: PushEvent) {
+        {
+            let mut local = self.local_pushes.lock();
+            local.push_back(event.id);
+            if local.len() > 1024 {
+                local.pop_front();
+            }
+        }
+        let _ = self.pushes.send(event);
+    }
+
+    /// Whether this process recorded push `id` itself.
+    pub(crate) fn is_local_push(&self, id: i64) -> bool {
+        self.local_pushes.lock().contains(&id)
+    }
+
+    /// Announces a push another replica recorded.
+    pub(crate) fn relayed(&self, event: PushEvent) {
         let _ = self.pushes.send(event);
     }
 

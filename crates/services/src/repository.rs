@@ -67,3 +67,39 @@ impl RepositoryChange<'_> {
         }
     }
 }
+
+/// With several replicas: pushes another replica recorded are announced
+/// here too, within half a second (configuration pushes, Flux
+/// reconciliation requests, and the caches that forget a moved
+/// repository all follow). Runs until the process ends.
+pub async fn relay_pushes_forever(services: crate::Services) {
+    let mut last = match services.store.last_push_event_id().await {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::warn!(%error, "reading the last push failed; relaying from the start");
+            0
+        }
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let events = match services.store.push_events_after(last, 1000).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "reading other replicas' pushes failed");
+                continue;
+            }
+        };
+        for event in events {
+            last = last.max(event.id);
+            if services.events.is_local_push(event.id) {
+                continue;
+            }
+            let project_id = event.project_id;
+            services.configs.invalidate_project(project_id);
+            services.events.access_changed(AccessChange::Repository { project_id });
+            tracing::debug!(project_id, push_id = event.id, "push recorded by another replica");
+            services.events.relayed(event);
+        }
+    }
+}

@@ -810,6 +810,22 @@ impl Store {
         .await?)
     }
 
+    /// Pushes recorded after push `id`, oldest first, at most `limit`.
+    pub async fn push_events_after(&self, id: i64, limit: i64) -> Result<Vec<PushEvent>> {
+        Ok(
+            sqlx::query_as::<_, PushEvent>("SELECT * FROM push_events WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The id of the newest push, or 0.
+    pub async fn last_push_event_id(&self) -> Result<i64> {
+        self.count("SELECT COALESCE(MAX(id), 0) FROM push_events", None).await
+    }
+
     pub async fn push_events(&self, project_id: i64) -> Result<Vec<PushEvent>> {
         Ok(
             sqlx::query_as::<_, PushEvent>("SELECT * FROM push_events WHERE project_id = $1 ORDER BY id")

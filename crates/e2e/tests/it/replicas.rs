@@ -276,3 +276,44 @@ async fn killing_the_replica_holding_a_receptive_agent_moves_it_to_the_other_wit
     )
     .await;
 }
+
+/// A push through one replica reaches agents held by another at once (the
+/// replicas relay each other's pushes through the store), not at the next
+/// minute's safety-net poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_through_one_replica_reaches_an_agent_held_by_another_at_once() {
+    let database_url = glagent_test_support::postgres::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("private-api-secret");
+    std::fs::write(&secret, "s3cret-shared-by-all-kas-replicas-0123456789\n").unwrap();
+    let setup = Setup::with_options(replica_options(&database_url, &secret, None).0).await;
+    let (b_options, _) = replica_options(&database_url, &secret, Some(setup.kas.data_dir.clone()));
+    let b = Kas::start(&kas(), b_options).await;
+    let mut agent = setup.start_agent();
+    agent.wait_ready(Duration::from_secs(20)).await;
+    let path = format!(
+        "/projects/{}/repository/files/.gitlab%2Fagents%2Fedge%2Fconfig.yaml",
+        setup.project_id
+    );
+    let (status, body) = call(
+        &b,
+        "POST",
+        &path,
+        Some(json!({"branch": "main", "content": "observability:\n  logging:\n    level: debug\n", "commit_message": "via b"})),
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+    let pushed = std::time::Instant::now();
+    let (_, file) = call(&b, "GET", &format!("{path}?ref=main"), None).await;
+    let head = file["commit_id"].as_str().unwrap().to_string();
+    until(
+        Duration::from_secs(5),
+        "the agent on replica A to get the push made on B",
+        async || agent.config_commit().await.as_deref() == Some(head.as_str()),
+    )
+    .await;
+    println!(
+        "a push through replica B reached the agent on A in {:?}",
+        pushed.elapsed()
+    );
+}
