@@ -179,25 +179,8 @@ struct Bootstrap<'a> {
     helm_repository_address: String,
 }
 
-async fn kube_client(args: &BootstrapArgs) -> Result<kube::Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .context("no usable kubeconfig for the cluster: pass --kubeconfig (and --context)")?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 pub async fn run(client: &Client, args: BootstrapArgs) -> Result<()> {
-    let kube = kube_client(&args).await?;
+    let kube = flux::kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let project_ref = client.project_ref(&args.repo);
     let project: api::Project = client
         .get(&format!("/projects/{project_ref}"))

@@ -103,23 +103,6 @@ fn diagnose(line: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, kind, fix)| (*kind, *fix))
 }
 
-async fn kube_client(args: &DoctorArgs) -> Result<kube::Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .context("no usable kubeconfig for the cluster: pass --kubeconfig (and --context)")?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 /// Runs every check; the error is "some checks failed".
 pub async fn run(client: &Client, args: DoctorArgs) -> Result<()> {
     let mut report = Report::default();
@@ -264,7 +247,7 @@ pub async fn run(client: &Client, args: DoctorArgs) -> Result<()> {
     }
 
     // The cluster.
-    let kube = match kube_client(&args).await {
+    let kube = match flux::kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await {
         Ok(kube) => kube,
         Err(error) => {
             report.fail(

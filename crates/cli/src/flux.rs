@@ -38,6 +38,25 @@ pub fn helm_release() -> ApiResource {
     resource("helm.toolkit.fluxcd.io/v2", "HelmRelease", "helmreleases")
 }
 
+/// A client for the cluster of `kubeconfig` (default: `$KUBECONFIG` or
+/// `~/.kube/config`) and `context` (default: its current one).
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>, context: Option<&str>) -> Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .context("no usable kubeconfig for the cluster: pass --kubeconfig (and --context)")?;
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
 /// Fails unless the API server serves every Flux kind bootstrap uses.
 pub async fn require_crds(client: &kube::Client) -> Result<()> {
     let mut missing = Vec::new();
