@@ -207,6 +207,11 @@ pub fn proxy(root: &Path) -> Result<()> {
     driver(root, "proxy")
 }
 
+/// `cargo xtask bench ui` (see `bin/bench_ui.rs`).
+pub fn ui(root: &Path) -> Result<()> {
+    driver(root, "ui")
+}
+
 /// `cargo xtask bench flux` (see `bin/bench_flux.rs`).
 pub fn flux(root: &Path) -> Result<()> {
     driver(root, "flux")

@@ -5,6 +5,8 @@
 //!   `kubectl proxy` (see `bin/bench_proxy.rs`).
 //! - `bench flux`: a push's end to the GitRepository's reconcile request
 //!   (see `bin/bench_flux.rs`).
+//! - `bench ui`: the Kubernetes clusters page with 1,000 agents (see
+//!   `bin/bench_ui.rs`).
 //! - `image [--verify]`: the agentk OCI image (see `image.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`), that
 //!   no `dbg!` is committed, that no integration-test file is over 800
@@ -36,10 +38,11 @@ fn main() -> Result<()> {
             Some("agent-idle") => bench::agent_idle(&workspace_root()),
             Some("proxy") => bench::proxy(&workspace_root()),
             Some("flux") => bench::flux(&workspace_root()),
-            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux"),
+            Some("ui") => bench::ui(&workspace_root()),
+            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux|ui"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux");
+            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui");
             std::process::exit(2);
         }
     }

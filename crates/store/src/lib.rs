@@ -709,6 +709,22 @@ impl Store {
         .await?)
     }
 
+    /// The last contact (see [`Store::agent_last_contact`]) of every agent
+    /// of a project that has one, by agent id: one query for a whole page.
+    pub async fn project_agents_last_contact(&self, project_id: i64) -> Result<Vec<(i64, Timestamp)>> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT t.agent_id, MAX(t.last_used_at) FROM cluster_agent_tokens t \
+             JOIN cluster_agents a ON a.id = t.agent_id WHERE a.project_id = $1 GROUP BY t.agent_id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, last)| Some((id, Timestamp::try_from(last?).ok()?)))
+            .collect())
+    }
+
     /// When any token of the agent, revoked ones included, was last used:
     /// the agent's last contact with kas.
     pub async fn agent_last_contact(&self, agent_id: i64) -> Result<Option<Timestamp>> {

@@ -42,8 +42,11 @@ struct ClustersPage {
     name: String,
 }
 
-/// The rows of the project's agents: live connections of every replica,
-/// the last contact their tokens record, versions against kas's.
+/// The rows of the project's agents: live connections of every replica
+/// (held in memory here, one route query per agent only with replicas),
+/// the last use of any of their tokens (one query for all), versions
+/// against kas's, and which have a configuration file (one directory
+/// listing for all).
 async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError> {
     let agents = web
         .store
@@ -57,16 +60,41 @@ async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError>
         .await?
         .items;
     let receptive = web.store.receptive_agent_ids(project.id).await?;
-    let mut rows = Vec::new();
+    let last_contact: std::collections::HashMap<i64, glagent_store::Timestamp> = web
+        .store
+        .project_agents_last_contact(project.id)
+        .await?
+        .into_iter()
+        .collect();
+    let configured: Vec<String> = web
+        .repos
+        .list_dirs(project.id, &project.default_branch, ".gitlab/agents")
+        .await
+        .unwrap_or_default();
+    let mut rows = Vec::with_capacity(agents.len());
     for agent in agents {
-        rows.push(row(web, project, &agent, receptive.contains(&agent.id)).await?);
+        let connections = web.connections.summaries(&web.services, agent.id).await;
+        // A folder with no config.yaml counts as configured here; the
+        // agent page reads the file itself.
+        let has_config = configured.contains(&agent.name);
+        rows.push(row(
+            &agent,
+            &connections,
+            last_contact.get(&agent.id).copied(),
+            has_config,
+            receptive.contains(&agent.id),
+        ));
     }
     Ok(rows)
 }
 
-async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Result<AgentRow, StoreError> {
-    let connections = web.connections.summaries(&web.services, agent.id).await;
-    let last_used = web.store.agent_last_contact(agent.id).await?;
+fn row(
+    agent: &Agent,
+    connections: &[glagent_connections::ConnectionSummary],
+    last_used: Option<glagent_store::Timestamp>,
+    has_config: bool,
+    receptive: bool,
+) -> AgentRow {
     let last_connected = connections.iter().map(|c| c.connected_at).max();
     let last_contact = last_used.max(last_connected);
     let (status, status_class) = match (connections.is_empty(), last_contact) {
@@ -86,11 +114,7 @@ async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Re
     let mut unique: Vec<&str> = versions.clone();
     unique.sort();
     unique.dedup();
-    let configuration = match web.configs.at_head(project, agent).await {
-        Ok(head) if head.file_exists => head.path,
-        _ => "Default configuration".to_string(),
-    };
-    Ok(AgentRow {
+    AgentRow {
         id: agent.id,
         name: agent.name.clone(),
         receptive,
@@ -103,8 +127,12 @@ async fn row(web: &Web, project: &Project, agent: &Agent, receptive: bool) -> Re
             unique.join(", ")
         },
         warning,
-        configuration,
-    })
+        configuration: if has_config {
+            format!(".gitlab/agents/{}/config.yaml", agent.name)
+        } else {
+            "Default configuration".to_string()
+        },
+    }
 }
 
 pub(crate) async fn clusters(
