@@ -501,6 +501,16 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// A project's agent by name.
+    pub async fn agent_by_name(&self, project_id: i64, name: &str) -> Result<Agent> {
+        sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE project_id = $1 AND name = $2")
+            .bind(project_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
     /// An agent by id alone (the proxy knows no project).
     pub async fn agent_by_id(&self, agent_id: i64) -> Result<Agent> {
         sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE id = $1")

@@ -57,30 +57,17 @@ pub enum Action {
     Delete { confirm: String },
 }
 
-async fn find(web: &Web, project: &Project, name: &str) -> Result<Option<Agent>, StoreError> {
-    let agents = web
-        .store
-        .agents(
-            project.id,
-            Page {
-                page: 1,
-                per_page: 10_000,
-            },
-        )
-        .await?
-        .items;
-    Ok(agents.into_iter().find(|a| a.name == name))
-}
-
 pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, action: Action) -> Response {
     let (project, level) = match project_for(web, current, path).await {
         Ok(found) => found,
         Err(not_found) => return not_found,
     };
     let user = Some(current.user.username.clone());
-    let agent = match find(web, &project, name).await {
-        Ok(Some(agent)) => agent,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, "404 Agent Not Found", user, current.csrf()),
+    let agent = match web.store.agent_by_name(project.id, name).await {
+        Ok(agent) => agent,
+        Err(StoreError::NotFound) => {
+            return error_page(StatusCode::NOT_FOUND, "404 Agent Not Found", user, current.csrf());
+        }
         Err(error) => {
             tracing::error!(%error, "reading an agent failed");
             return error_page(

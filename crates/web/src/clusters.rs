@@ -47,7 +47,16 @@ struct ClustersPage {
 /// the last use of any of their tokens (one query for all), versions
 /// against kas's, and which have a configuration file (one directory
 /// listing for all).
-async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError> {
+/// The agent configuration folders (`.gitlab/agents/<name>/`) on the
+/// project's default branch.
+async fn config_folders(web: &Web, project: &Project) -> Vec<String> {
+    web.repos
+        .list_dirs(project.id, &project.default_branch, ".gitlab/agents")
+        .await
+        .unwrap_or_default()
+}
+
+async fn rows(web: &Web, project: &Project, configured: &[String]) -> Result<Vec<AgentRow>, StoreError> {
     let agents = web
         .store
         .agents(
@@ -66,11 +75,6 @@ async fn rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError>
         .await?
         .into_iter()
         .collect();
-    let configured: Vec<String> = web
-        .repos
-        .list_dirs(project.id, &project.default_branch, ".gitlab/agents")
-        .await
-        .unwrap_or_default();
     let mut rows = Vec::with_capacity(agents.len());
     for agent in agents {
         let connections = web.connections.summaries(&web.services, agent.id).await;
@@ -147,7 +151,8 @@ pub(crate) async fn clusters(
         Ok(found) => found,
         Err(not_found) => return not_found,
     };
-    let agents = match rows(web, &project).await {
+    let folders = config_folders(web, &project).await;
+    let agents = match rows(web, &project, &folders).await {
         Ok(rows) => rows,
         Err(error) => {
             tracing::error!(%error, "listing agents failed");
@@ -161,11 +166,7 @@ pub(crate) async fn clusters(
     };
     let registered: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
     // Configuration folders with no agent of that name yet.
-    let available = web
-        .repos
-        .list_dirs(project.id, &project.default_branch, ".gitlab/agents")
-        .await
-        .unwrap_or_default()
+    let available = folders
         .into_iter()
         .filter(|n| !registered.contains(&n.as_str()))
         .collect();
@@ -196,7 +197,7 @@ pub(crate) async fn status(web: &Web, current: &SignedIn, path: &str) -> Respons
         Ok(found) => found,
         Err(not_found) => return not_found,
     };
-    match rows(web, &project).await {
+    match rows(web, &project, &config_folders(web, &project).await).await {
         Ok(agents) => {
             let mut response = axum::Json(serde_json::json!({ "agents": agents })).into_response();
             response

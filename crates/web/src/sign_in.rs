@@ -131,12 +131,11 @@ pub struct Credentials {
     return_to: Option<String>,
 }
 
-fn refusal(web: &Web, refused: Refused) -> Response {
+fn refusal(refused: Refused) -> Response {
     let message = match refused {
         Refused::CrossOrigin => "This form was sent from another site, so it was refused. Sign in from kas's own page.",
         Refused::Csrf => "The form expired or did not come from this site. Reload the page and try again.",
     };
-    let _ = web;
     error_page(StatusCode::FORBIDDEN, message, None, String::new())
 }
 
@@ -145,7 +144,7 @@ pub async fn submit(State(web): State<Web>, headers: HeaderMap, Form(form): Form
     let anonymous_token = cookie(&headers, ANONYMOUS_COOKIE);
     if let Err(refused) = check_post(&web, &headers, anonymous_token.as_deref(), &form.authenticity_token) {
         tracing::info!(?refused, "refused a sign-in form");
-        return refusal(&web, refused);
+        return refusal(refused);
     }
     let token = anonymous_token.unwrap_or_default();
     let username = form.username.trim().to_string();
@@ -226,7 +225,7 @@ pub async fn sign_out(State(web): State<Web>, headers: HeaderMap, Form(form): Fo
     };
     if let Err(refused) = check_post(&web, &headers, Some(&current.token), &form.authenticity_token) {
         tracing::info!(?refused, "refused a sign-out form");
-        return refusal(&web, refused);
+        return refusal(refused);
     }
     if let Err(error) = sessions::end(&web.store, &current.token).await {
         tracing::error!(%error, "ending a web session failed");

@@ -7,8 +7,6 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use glagent_test_support::kube::KubeEnv;
-
 use crate::support::helm::{run_as_the_chart_says, sh};
 
 use reqwest::StatusCode;
@@ -305,7 +303,6 @@ async fn connect_a_cluster_in_the_browser_registers_an_agent_whose_row_turns_con
         3,
         &format!("helm uninstall edge-ui --namespace {namespace}"),
     );
-    let _ = KubeEnv::shared();
 }
 
 /// Signs in with raw requests; returns a client that sends the session

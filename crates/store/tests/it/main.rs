@@ -397,6 +397,11 @@ async fn an_agent_has_at_most_one_url_configuration(store: Store) {
     let ns = group(&store, "receptive", None).await;
     let project = project(&store, &ns, "config", owner.id).await;
     let agent = store.create_agent(project.id, "edge", owner.id).await.unwrap();
+    assert_eq!(store.agent_by_name(project.id, "edge").await.unwrap().id, agent.id);
+    assert!(matches!(
+        store.agent_by_name(project.id, "other").await,
+        Err(StoreError::NotFound)
+    ));
     assert!(store.url_configuration(agent.id).await.unwrap().is_none());
     let new = NewUrlConfiguration {
         agent_id: agent.id,
