@@ -192,7 +192,7 @@ pub async fn revoke_token(
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Maintainer)?;
     let agent = find_agent(&state, &project, agent_id).await?;
-    match state.revoke_agent_token(&agent, token_id).await {
+    match state.revoke_agent_token(&agent, token_id, &caller.user).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("Agent token")),
         Err(other) => Err(other.into()),

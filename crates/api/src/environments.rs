@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use glagent_api_types as api;
 use glagent_core::access::AccessLevel;
 use glagent_core::environment::{self as rules, State as EnvironmentState, Tier};
-use glagent_store::{Environment, Namespace, NewEnvironment, Project, StoreError};
+use glagent_services::environments::{ClusterLink, EnvironmentInput, validate_auto_stop_setting};
+use glagent_store::{Environment, Namespace, Project, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -19,8 +20,6 @@ use super::error::{ApiError, ApiResult};
 use super::input::{PageQuery, Params, Query, present};
 use super::{entities, find_project, page_of, paginated, require};
 use crate::Api;
-
-const AGENT_REFUSED: &str = "cluster agent doesn't exist or cannot be associated with this environment";
 
 #[derive(Deserialize)]
 pub struct ListParams {
@@ -105,50 +104,19 @@ pub async fn create(
             "slug is automatically generated and cannot be changed".into(),
         ));
     }
-    let name = params
-        .name
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("name is missing".into()))?;
-    rules::validate_name(&name).map_err(bad)?;
-    let external_url = non_empty(params.external_url);
-    if let Some(url) = &external_url {
-        rules::validate_external_url(url).map_err(bad)?;
-    }
-    let tier = match non_empty(params.tier) {
-        Some(tier) => Tier::parse(&tier).map_err(bad)?,
-        None => Tier::guess(&name),
+    let input = EnvironmentInput {
+        name: params.name.unwrap_or_default(),
+        external_url: non_empty(params.external_url),
+        tier: non_empty(params.tier),
+        description: non_empty(params.description),
+        auto_stop_setting: non_empty(params.auto_stop_setting),
+        link: ClusterLink {
+            agent_id: agent_id(params.cluster_agent_id)?.flatten(),
+            namespace: non_empty(params.kubernetes_namespace),
+            flux_resource_path: non_empty(params.flux_resource_path),
+        },
     };
-    let auto_stop_setting = auto_stop_setting(params.auto_stop_setting)?.unwrap_or_else(|| "always".into());
-    let link = Link {
-        agent_id: agent_id(params.cluster_agent_id)?.flatten(),
-        namespace: non_empty(params.kubernetes_namespace),
-        flux_resource_path: non_empty(params.flux_resource_path),
-    };
-    link.check(&state, &project, true).await?;
-    let environment = state
-        .store
-        .create_environment(&NewEnvironment {
-            project_id: project.id,
-            slug: rules::slug(&name),
-            name,
-            external_url,
-            description: non_empty(params.description),
-            tier,
-            auto_stop_setting,
-            cluster_agent_id: link.agent_id,
-            kubernetes_namespace: link.namespace,
-            flux_resource_path: link.flux_resource_path,
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => ApiError::BadRequest(message),
-            other => other.into(),
-        })?;
-    tracing::info!(
-        project_id = project.id,
-        environment_id = environment.id,
-        "environment created"
-    );
+    let environment = state.create_environment(&project, input).await?;
     let shown = show(&state, &caller, &project, &environment).await?;
     Ok((StatusCode::CREATED, Json(shown)).into_response())
 }
@@ -204,10 +172,11 @@ pub async fn update(
     if let Some(description) = text(params.description, "description")? {
         environment.description = description;
     }
-    if let Some(setting) = auto_stop_setting(params.auto_stop_setting)? {
+    if let Some(setting) = non_empty(params.auto_stop_setting) {
+        validate_auto_stop_setting(&setting)?;
         environment.auto_stop_setting = setting;
     }
-    let mut link = Link {
+    let mut link = ClusterLink {
         agent_id: environment.cluster_agent_id,
         namespace: environment.kubernetes_namespace.clone(),
         flux_resource_path: environment.flux_resource_path.clone(),
@@ -229,11 +198,10 @@ pub async fn update(
     }
     // As GitLab: whether the agent may be linked is asked only when the
     // request names one; the shapes are checked always.
-    link.check(&state, &project, agent_given).await?;
     environment.cluster_agent_id = link.agent_id;
     environment.kubernetes_namespace = link.namespace;
     environment.flux_resource_path = link.flux_resource_path;
-    let saved = state.store.save_environment(&environment).await?;
+    let saved = state.save_environment(&project, &environment, agent_given).await?;
     Ok(Json(show(&state, &caller, &project, &saved).await?))
 }
 
@@ -245,10 +213,8 @@ pub async fn stop(
 ) -> ApiResult<Json<api::Environment>> {
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
-    let mut environment = find(&state, &project, environment_id).await?;
-    environment.state = EnvironmentState::Stopped;
-    let saved = state.store.save_environment(&environment).await?;
-    tracing::info!(project_id = project.id, environment_id, "environment stopped");
+    let environment = find(&state, &project, environment_id).await?;
+    let saved = state.stop_environment(&project, environment).await?;
     Ok(Json(show(&state, &caller, &project, &saved).await?))
 }
 
@@ -261,12 +227,7 @@ pub async fn delete(
     let (project, level) = find_project(&state, &caller, &id).await?;
     require(level, AccessLevel::Developer)?;
     let environment = find(&state, &project, environment_id).await?;
-    if environment.state != EnvironmentState::Stopped {
-        return Err(ApiError::ForbiddenBecause(
-            "stop the environment before deleting it (POST .../environments/:id/stop)".into(),
-        ));
-    }
-    state.store.delete_environment(project.id, environment_id).await?;
+    state.delete_environment(&project, &environment).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -318,84 +279,6 @@ fn agent_id(value: Option<Value>) -> ApiResult<Option<Option<i64>>> {
     }
 }
 
-fn auto_stop_setting(value: Option<String>) -> ApiResult<Option<String>> {
-    match non_empty(value) {
-        Some(setting) if matches!(setting.as_str(), "always" | "with_action") => Ok(Some(setting)),
-        Some(setting) => Err(ApiError::BadRequest(format!(
-            "auto_stop_setting {setting:?} is not one of always, with_action"
-        ))),
-        None => Ok(None),
-    }
-}
-
-/// What links an environment to a cluster.
-struct Link {
-    agent_id: Option<i64>,
-    namespace: Option<String>,
-    flux_resource_path: Option<String>,
-}
-
-impl Link {
-    /// The namespace needs an agent, the Flux object a namespace; the agent
-    /// must exist and share itself with the project: it is the project's
-    /// own, or its `user_access` lists the project or a group above it.
-    async fn check(&self, state: &Api, project: &Project, check_agent: bool) -> ApiResult<()> {
-        if let Some(namespace) = &self.namespace {
-            if self.agent_id.is_none() {
-                return Err(ApiError::BadRequest(
-                    "kubernetes_namespace needs a cluster_agent_id".into(),
-                ));
-            }
-            rules::validate_namespace(namespace).map_err(bad)?;
-        }
-        if let Some(path) = &self.flux_resource_path {
-            if self.namespace.is_none() {
-                return Err(ApiError::BadRequest(
-                    "flux_resource_path needs a kubernetes_namespace".into(),
-                ));
-            }
-            rules::validate_flux_resource_path(path).map_err(bad)?;
-        }
-        let Some(agent_id) = self.agent_id.filter(|_| check_agent) else {
-            return Ok(());
-        };
-        let agent = match state.store.agent_by_id(agent_id).await {
-            Ok(agent) => agent,
-            Err(StoreError::NotFound) => return Err(ApiError::BadRequest(AGENT_REFUSED.into())),
-            Err(other) => return Err(other.into()),
-        };
-        if agent.project_id == project.id {
-            return Ok(());
-        }
-        let config_project = state.store.project(agent.project_id).await?;
-        let shared = match state.configs.current(&config_project, &agent).await {
-            Ok(config) => match &config.user_access {
-                Some(access) => {
-                    let groups: Vec<String> = state
-                        .namespace_chain(project.namespace_id)
-                        .await?
-                        .into_iter()
-                        .filter(|ns| ns.is_group())
-                        .map(|ns| ns.full_path)
-                        .collect();
-                    access.projects.iter().any(|p| p.id.as_str() == project.full_path)
-                        || access
-                            .groups
-                            .iter()
-                            .any(|g| groups.iter().any(|path| path == g.id.as_str()))
-                }
-                None => false,
-            },
-            Err(_) => false,
-        };
-        if shared {
-            Ok(())
-        } else {
-            Err(ApiError::BadRequest(AGENT_REFUSED.into()))
-        }
-    }
-}
-
 /// The entity, with the cluster link only for callers who may read the
 /// linked agent (developers of its project).
 async fn show(
@@ -417,21 +300,12 @@ async fn show_in(
     environment: &Environment,
 ) -> ApiResult<api::Environment> {
     let mut shown = entities::environment(state, environment, project, namespace);
-    if let Some(agent_id) = environment.cluster_agent_id
-        && let Ok(agent) = state.store.agent_by_id(agent_id).await
-    {
-        let config_project = state.store.project(agent.project_id).await?;
-        let readable = state
-            .project_access(&caller.user, &config_project)
-            .await?
-            .is_some_and(|level| level >= AccessLevel::Developer);
-        if readable {
-            let config_namespace = state.store.namespace(config_project.namespace_id).await?;
-            let receptive = state.store.url_configuration(agent.id).await?.is_some();
-            shown.cluster_agent = Some(entities::agent(&agent, &config_project, &config_namespace, receptive));
-            shown.kubernetes_namespace = Some(environment.kubernetes_namespace.clone());
-            shown.flux_resource_path = Some(environment.flux_resource_path.clone());
-        }
+    if let Some((agent, config_project)) = state.linked_agent(&caller.user, environment).await? {
+        let config_namespace = state.store.namespace(config_project.namespace_id).await?;
+        let receptive = state.store.url_configuration(agent.id).await?.is_some();
+        shown.cluster_agent = Some(entities::agent(&agent, &config_project, &config_namespace, receptive));
+        shown.kubernetes_namespace = Some(environment.kubernetes_namespace.clone());
+        shown.flux_resource_path = Some(environment.flux_resource_path.clone());
     }
     Ok(shown)
 }

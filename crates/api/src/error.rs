@@ -71,6 +71,17 @@ impl From<glagent_services::agents::AgentError> for ApiError {
     }
 }
 
+impl From<glagent_services::environments::EnvironmentError> for ApiError {
+    fn from(error: glagent_services::environments::EnvironmentError) -> Self {
+        use glagent_services::environments::EnvironmentError;
+        match error {
+            EnvironmentError::Invalid(message) => ApiError::BadRequest(message),
+            EnvironmentError::Refused(message) => ApiError::ForbiddenBecause(message),
+            EnvironmentError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<GitError> for ApiError {
     fn from(error: GitError) -> Self {
         match error {

@@ -21,15 +21,31 @@ pub async fn current(State(state): State<Api>, caller: Caller) -> Json<api::User
     Json(entities::user(&state, &caller.user, true))
 }
 
+#[derive(Deserialize)]
+pub struct ListParams {
+    /// GitLab's exact match on the user name (one user or none).
+    username: Option<String>,
+}
+
 pub async fn list(
     State(state): State<Api>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
+    Query(params): Query<ListParams>,
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Response> {
     let page = page.page();
-    let users = state.store.list_users(page).await?;
     let admin = caller.user.is_admin;
+    if let Some(username) = params.username {
+        let found = match state.store.user_by_username(&username).await {
+            Ok(user) => vec![entities::user(&state, &user, admin)],
+            Err(StoreError::NotFound) => Vec::new(),
+            Err(other) => return Err(other.into()),
+        };
+        let total = found.len() as i64;
+        return Ok(paginated(&state, &uri, page, total, found));
+    }
+    let users = state.store.list_users(page).await?;
     let items: Vec<api::User> = users.items.iter().map(|u| entities::user(&state, u, admin)).collect();
     Ok(paginated(&state, &uri, page, users.total, items))
 }

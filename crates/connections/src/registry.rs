@@ -54,14 +54,37 @@ pub struct ConnectionSummary {
     pub metadata: Option<AgentInfo>,
 }
 
-#[derive(Default)]
 pub struct AgentRegistry {
     connections: Mutex<HashMap<u64, Arc<AgentConnection>>>,
     next_key: AtomicU64,
     round_robin: AtomicU64,
+    /// Bumped when a connection comes, goes or tells who it is: what live
+    /// pages wait on.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for AgentRegistry {
+    fn default() -> Self {
+        AgentRegistry {
+            connections: Mutex::default(),
+            next_key: AtomicU64::default(),
+            round_robin: AtomicU64::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl AgentRegistry {
+    /// Wakes when this replica's connections change (see [`Self::changed`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Says that a connection changed: came, went, or sent its metadata.
+    pub fn changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
     pub fn next_key(&self) -> u64 {
         self.next_key.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -72,10 +95,12 @@ impl AgentRegistry {
 
     pub fn insert(&self, connection: Arc<AgentConnection>) {
         self.lock().insert(connection.key, connection);
+        self.changed();
     }
 
     pub fn remove(&self, key: u64) {
         self.lock().remove(&key);
+        self.changed();
     }
 
     /// Whether this replica holds a connection of the agent.

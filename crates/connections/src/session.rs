@@ -14,7 +14,7 @@ use glagent_proto::{
     FluxReconcile, FluxReconciled, INFO_PATH,
 };
 use glagent_services::Services;
-use glagent_store::{Agent, AgentToken, Project};
+use glagent_store::{Agent, AgentEventKind, AgentToken, Project};
 use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -96,12 +96,24 @@ where
 
     let mut session = Session {
         services: services.clone(),
+        registry: connections.registry.clone(),
         agent,
         connection: connection.clone(),
         last_commit: None,
     };
     let mut pushes = services.events.pushes();
     session.refresh_info().await;
+    let pod = connection
+        .info()
+        .map(|info| format!("pod {}/{}, agentk {}", info.pod_namespace, info.pod_name, info.version))
+        .unwrap_or_else(|| "the agent sent no metadata".into());
+    services
+        .record_activity(
+            connection.agent_id,
+            AgentEventKind::Connected,
+            &format!("Connected with token {} ({pod})", token.name),
+        )
+        .await;
     session.send_config_if_changed().await;
     let flux = tokio::spawn(follow_flux_projects(connection.clone()));
 
@@ -147,6 +159,17 @@ where
     driver.abort();
     flux.abort();
     tracing::info!(agent_id = connection.agent_id, connection_id, reason = %reason, "agent disconnected");
+    let pod = connection
+        .info()
+        .map(|info| format!("pod {}/{}: ", info.pod_namespace, info.pod_name))
+        .unwrap_or_default();
+    services
+        .record_activity(
+            connection.agent_id,
+            AgentEventKind::Disconnected,
+            &format!("Disconnected ({pod}{reason})"),
+        )
+        .await;
 }
 
 /// Follows the agent's stream of the projects its Flux GitRepository
@@ -201,6 +224,7 @@ async fn follow_flux_projects(connection: Arc<AgentConnection>) {
 
 struct Session {
     services: Services,
+    registry: Arc<crate::registry::AgentRegistry>,
     agent: Agent,
     connection: Arc<AgentConnection>,
     last_commit: Option<String>,
@@ -240,6 +264,7 @@ impl Session {
                         "agent registered"
                     );
                     *self.connection.info.lock() = Some(info);
+                    self.registry.changed();
                 }
                 Err(error) => tracing::warn!(agent_id = self.agent.id, %error, "the agent sent unreadable metadata"),
             },
@@ -336,6 +361,13 @@ impl Session {
             }
             Err(error) => {
                 tracing::warn!(agent_id = self.agent.id, commit = %commit, %error, "agent configuration is invalid; the agent keeps its last good configuration");
+                self.services
+                    .record_activity_once(
+                        self.agent.id,
+                        AgentEventKind::ConfigError,
+                        &format!("{error} (commit {})", commit.get(..8).unwrap_or(&commit)),
+                    )
+                    .await;
                 update.error = Some(error.to_string());
             }
         }

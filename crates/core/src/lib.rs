@@ -14,6 +14,7 @@ pub mod identity;
 pub mod names;
 pub mod receptive;
 pub mod secret;
+pub mod sharing;
 pub mod version;
 
 /// The version of every glagent binary, taken from the workspace manifest.

@@ -19,7 +19,8 @@ use glagent_services::access::user_access_roles;
 use glagent_services::auth::{AuthError, authenticate};
 use glagent_services::cache::TtlCache;
 use glagent_services::configs::LoadError;
-use glagent_store::StoreError;
+use glagent_services::sessions;
+use glagent_store::{StoreError, User};
 
 use crate::error::ProxyError;
 
@@ -102,12 +103,71 @@ impl DecisionCache {
     }
 }
 
+/// A browser's session credential: the cookie, the agent and the CSRF
+/// token, each exactly once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SessionCredential {
+    pub agent_id: i64,
+    pub session: String,
+    pub csrf: String,
+}
+
+/// The one value of a header that must be sent exactly once.
+fn exactly_one<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ProxyError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .map_err(|_| ProxyError::Unauthorized(format!("the {name} header is not text"))),
+        _ => Err(ProxyError::Unauthorized(format!(
+            "a browser session must send exactly one {name} header"
+        ))),
+    }
+}
+
+impl SessionCredential {
+    /// A session credential, if the request has no `Authorization` but
+    /// the proxy's session cookie. `origin` is kas's own: a request that
+    /// says it comes from elsewhere is refused.
+    pub fn from_headers(headers: &HeaderMap, origin: &str) -> Option<Result<SessionCredential, ProxyError>> {
+        if headers.contains_key(header::AUTHORIZATION) {
+            return None;
+        }
+        let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+        let session = sessions::cookie(cookies, sessions::PROXY_COOKIE)?;
+        Some((|| {
+            if let Some(sent) = headers.get(header::ORIGIN)
+                && sent.to_str().ok() != Some(origin)
+            {
+                return Err(ProxyError::Unauthorized(format!(
+                    "a browser session may only be used from {origin}"
+                )));
+            }
+            let agent = exactly_one(headers, "gitlab-agent-id")?;
+            let agent_id = agent
+                .trim()
+                .parse()
+                .map_err(|_| ProxyError::Unauthorized(format!("Gitlab-Agent-Id {agent:?} is not an agent id")))?;
+            let csrf = exactly_one(headers, "x-csrf-token")?.trim().to_string();
+            Ok(SessionCredential {
+                agent_id,
+                session,
+                csrf,
+            })
+        })())
+    }
+}
+
 /// Authenticates and authorises a request.
 pub async fn authorize(
     services: &Services,
     decisions: &DecisionCache,
     headers: &HeaderMap,
 ) -> Result<Authorized, ProxyError> {
+    let origin = services.urls.origin();
+    if let Some(session) = SessionCredential::from_headers(headers, &origin) {
+        return authorize_session(services, session?).await;
+    }
     let credential = Credential::from_headers(headers)?;
     let key = format!(
         "{:?}:{}:{}",
@@ -128,6 +188,20 @@ pub async fn authorize(
     Ok(authorized)
 }
 
+async fn authorize_session(services: &Services, credential: SessionCredential) -> Result<Authorized, ProxyError> {
+    let Some(user) = sessions::user(&services.store, &credential.session).await? else {
+        return Err(ProxyError::Unauthorized(
+            "the browser session has ended: sign in again".into(),
+        ));
+    };
+    if !sessions::csrf_matches(&credential.session, &credential.csrf) {
+        return Err(ProxyError::Unauthorized(
+            "the X-Csrf-Token header does not belong to this session: reload the page".into(),
+        ));
+    }
+    authorize_person(services, &user, credential.agent_id, "session_cookie").await
+}
+
 async fn authorize_user(services: &Services, agent_id: i64, secret: &str) -> Result<Authorized, ProxyError> {
     let caller = authenticate(&services.store, secret).await.map_err(|e| match e {
         AuthError::Unauthorized => ProxyError::Unauthorized(e.to_string()),
@@ -138,6 +212,17 @@ async fn authorize_user(services: &Services, agent_id: i64, secret: &str) -> Res
             "the personal access token needs the k8s_proxy scope".into(),
         ));
     }
+    authorize_person(services, &caller.user, agent_id, "personal_access_token").await
+}
+
+/// A person through an agent: its `user_access` decides, whatever the
+/// credential.
+async fn authorize_person(
+    services: &Services,
+    user: &User,
+    agent_id: i64,
+    access_type: &'static str,
+) -> Result<Authorized, ProxyError> {
     let denied = || ProxyError::Forbidden(format!("agent {agent_id} does not exist or does not grant you access"));
     let agent = match services.store.agent_by_id(agent_id).await {
         Ok(agent) => agent,
@@ -154,16 +239,16 @@ async fn authorize_user(services: &Services, agent_id: i64, secret: &str) -> Res
         LoadError::Git(e) => ProxyError::Internal(e.to_string()),
     })?;
     let roles = match &config.user_access {
-        Some(access) => user_access_roles(&services.store, &caller.user, access).await?,
+        Some(access) => user_access_roles(&services.store, user, access).await?,
         None => Default::default(),
     };
     let facts = UserFacts {
         agent_id: agent.id,
         config_project_id: project.id,
-        username: &caller.user.username,
+        username: &user.username,
         project_roles: &roles.projects,
         group_roles: &roles.groups,
-        access_type: "personal_access_token",
+        access_type,
     };
     let impersonation =
         user_identity(config.user_access.as_ref(), &facts).map_err(|e| ProxyError::Forbidden(e.to_string()))?;
@@ -231,6 +316,51 @@ mod tests {
         );
         let ci = headers(&["bearer ci:12:glcbt-x"]);
         assert_eq!(Credential::from_headers(&ci).unwrap().kind, CredentialKind::CiJob);
+    }
+
+    fn session_headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_browser_session_needs_one_agent_one_csrf_token_and_kas_s_origin() {
+        const ORIGIN: &str = "https://kas.example";
+        let read =
+            |pairs: &[(&'static str, &'static str)]| SessionCredential::from_headers(&session_headers(pairs), ORIGIN);
+        let good = [
+            ("cookie", "_glagent_session=s; _glagent_kas=abc123"),
+            ("gitlab-agent-id", "7"),
+            ("x-csrf-token", "ff00"),
+            ("origin", ORIGIN),
+        ];
+        assert_eq!(
+            read(&good).unwrap().unwrap(),
+            SessionCredential {
+                agent_id: 7,
+                session: "abc123".into(),
+                csrf: "ff00".into()
+            }
+        );
+        assert!(read(&good[1..]).is_none(), "no cookie: not a session");
+        let mut with_bearer = good.to_vec();
+        with_bearer.push(("authorization", "Bearer pat:7:glpat-x"));
+        assert!(read(&with_bearer).is_none(), "a bearer token wins");
+        let refused = |pairs: &[(&'static str, &'static str)]| match read(pairs) {
+            Some(Err(ProxyError::Unauthorized(message))) => message,
+            other => panic!("{pairs:?}: expected a 401, got {other:?}"),
+        };
+        assert!(refused(&[good[0], good[1], good[1], good[2]]).contains("exactly one gitlab-agent-id"));
+        assert!(refused(&[good[0], good[1], good[2], good[2]]).contains("exactly one x-csrf-token"));
+        assert!(refused(&[good[0], good[2]]).contains("exactly one gitlab-agent-id"));
+        assert!(refused(&[good[0], good[1]]).contains("exactly one x-csrf-token"));
+        assert!(
+            refused(&[good[0], good[1], good[2], ("origin", "https://evil.example")])
+                .contains("only be used from https://kas.example")
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use glagent_core::names::validate_agent_name;
 use glagent_core::secret::{self, Secret};
-use glagent_store::{Agent, AgentToken, NewAgentToken, Project, StoreError, User};
+use glagent_store::{Agent, AgentEventKind, AgentToken, NewAgentToken, Project, StoreError, User};
 
 use crate::Services;
 use crate::events::AccessChange;
@@ -56,6 +56,12 @@ impl Services {
                 other => other.into(),
             })?;
         tracing::info!(agent_id = agent.id, project_id = project.id, agent_name = %agent.name, "agent registered");
+        self.record_activity(
+            agent.id,
+            AgentEventKind::Registered,
+            &format!("Registered by @{}", by.username),
+        )
+        .await;
         Ok(agent)
     }
 
@@ -88,6 +94,12 @@ impl Services {
             })
             .await?;
         tracing::info!(agent_id = agent.id, token_id = record.id, "agent token created");
+        self.record_activity(
+            agent.id,
+            AgentEventKind::TokenCreated,
+            &format!("Token {} created by @{}", record.name, by.username),
+        )
+        .await;
         let install_command = crate::install::command(&self.urls, &agent.name, token.expose());
         Ok(CreatedToken {
             record,
@@ -97,13 +109,38 @@ impl Services {
     }
 
     /// Revokes an agent token; connections using it close at once.
-    pub async fn revoke_agent_token(&self, agent: &Agent, token_id: i64) -> Result<(), StoreError> {
+    pub async fn revoke_agent_token(&self, agent: &Agent, token_id: i64, by: &User) -> Result<(), StoreError> {
+        let token = self.store.active_agent_token(agent.id, token_id).await?;
         self.store.revoke_agent_token(agent.id, token_id).await?;
         self.events.access_changed(AccessChange::AgentTokenRevoked {
             agent_id: agent.id,
             token_id,
         });
         tracing::info!(agent_id = agent.id, token_id, "agent token revoked");
+        self.record_activity(
+            agent.id,
+            AgentEventKind::TokenRevoked,
+            &format!("Token {} revoked by @{}", token.name, by.username),
+        )
+        .await;
         Ok(())
+    }
+}
+
+impl Services {
+    /// Adds to the agent's activity list. A failure to record is logged
+    /// and never fails what happened.
+    pub async fn record_activity(&self, agent_id: i64, kind: AgentEventKind, detail: &str) {
+        if let Err(error) = self.store.record_agent_event(agent_id, kind, detail).await {
+            tracing::warn!(agent_id, kind = kind.as_str(), %error, "could not record the agent's activity");
+        }
+    }
+
+    /// As [`Self::record_activity`], unless the newest event of that kind
+    /// already says the same.
+    pub async fn record_activity_once(&self, agent_id: i64, kind: AgentEventKind, detail: &str) {
+        if let Err(error) = self.store.record_agent_event_once(agent_id, kind, detail).await {
+            tracing::warn!(agent_id, kind = kind.as_str(), %error, "could not record the agent's activity");
+        }
     }
 }

@@ -11,6 +11,9 @@
 //! - [`repository`]: the one way to change a repository (lock, then record
 //!   the push);
 //! - [`ci`]: which agents a CI job may use, and as whom;
+//! - [`environments`]: creating, linking, stopping and deleting environments;
+//! - [`agents`]: registering agents and their tokens, their activity;
+//!   [`sharing`]: agents shared with a project;
 //! - [`cache`]: the one TTL cache type;
 //! - [`sealed`]: secrets kas must keep usable, sealed at rest;
 //! - [`urls`], [`install`], [`users`].
@@ -21,12 +24,14 @@ pub mod auth;
 pub mod cache;
 pub mod ci;
 pub mod configs;
+pub mod environments;
 pub mod events;
 pub mod install;
 pub mod passwords;
 pub mod repository;
 pub mod sealed;
 pub mod sessions;
+pub mod sharing;
 pub mod urls;
 pub mod users;
 

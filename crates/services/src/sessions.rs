@@ -11,6 +11,11 @@ use glagent_store::{Store, StoreError, Timestamp, User};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// The cookie that carries the session to the Kubernetes API proxy for
+/// the dashboards' requests (scoped to the proxy's path, set by the pages
+/// that show a dashboard).
+pub const PROXY_COOKIE: &str = "_glagent_kas";
+
 /// How long a session lasts.
 pub const LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -78,6 +83,18 @@ pub fn csrf_matches(token: &str, given: &str) -> bool {
 /// A random value for a signed-out browser's CSRF cookie.
 pub fn anonymous_token() -> Result<String, StoreError> {
     random_token()
+}
+
+/// The value of cookie `name` among `Cookie` header values; only a
+/// well-formed (alphanumeric) value counts.
+pub fn cookie<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Option<String> {
+    headers
+        .into_iter()
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+        .filter(|value| !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]

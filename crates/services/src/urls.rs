@@ -29,6 +29,12 @@ impl Urls {
         self.external.as_str().trim_end_matches('/').to_string()
     }
 
+    /// kas's origin as browsers send it in `Origin`: `https://host[:port]`
+    /// (the port only when it is not the scheme's default).
+    pub fn origin(&self) -> String {
+        self.external.origin().ascii_serialization()
+    }
+
     /// Where agents connect: `wss://<host>/-/kubernetes-agent/`.
     pub fn agent(&self) -> String {
         let scheme = if self.external.scheme() == "https" { "wss" } else { "ws" };
@@ -40,6 +46,15 @@ impl Urls {
     /// The Kubernetes API proxy for users and CI jobs.
     pub fn k8s_proxy(&self) -> String {
         format!("{}/-/kubernetes-agent/k8s-proxy/", self.base())
+    }
+
+    /// The proxy's path on kas's host, without a trailing slash (where the
+    /// dashboards' session cookie is scoped).
+    pub fn k8s_proxy_path(&self) -> String {
+        let proxy = self.k8s_proxy();
+        url::Url::parse(&proxy)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_else(|_| "/-/kubernetes-agent/k8s-proxy".into())
     }
 
     /// kas's own Helm chart repository.

@@ -1019,6 +1019,65 @@ impl Store {
     }
 }
 
+/// Agents' activity lists.
+impl Store {
+    /// How many events the store keeps per agent (the newest).
+    pub const AGENT_EVENTS_KEPT: i64 = 200;
+
+    /// Records an event and forgets the agent's oldest beyond the
+    /// [`Self::AGENT_EVENTS_KEPT`] newest. An agent deleted meanwhile
+    /// records nothing.
+    pub async fn record_agent_event(&self, agent_id: i64, kind: AgentEventKind, detail: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO agent_events (agent_id, kind, detail, created_at) \
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM cluster_agents WHERE id = $1)",
+        )
+        .bind(agent_id)
+        .bind(kind.as_str())
+        .bind(detail)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "DELETE FROM agent_events WHERE agent_id = $1 AND id < \
+             (SELECT MIN(id) FROM (SELECT id FROM agent_events WHERE agent_id = $1 ORDER BY id DESC LIMIT $2) AS kept)",
+        )
+        .bind(agent_id)
+        .bind(Self::AGENT_EVENTS_KEPT)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an event unless the agent's newest event of that kind says
+    /// the same (a broken configuration is reported once, not once per
+    /// connection and push).
+    pub async fn record_agent_event_once(&self, agent_id: i64, kind: AgentEventKind, detail: &str) -> Result<()> {
+        let latest: Option<String> = sqlx::query_scalar(
+            "SELECT detail FROM agent_events WHERE agent_id = $1 AND kind = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(agent_id)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if latest.as_deref() == Some(detail) {
+            return Ok(());
+        }
+        self.record_agent_event(agent_id, kind, detail).await
+    }
+
+    /// The agent's newest events, newest first.
+    pub async fn agent_events(&self, agent_id: i64, limit: i64) -> Result<Vec<AgentEvent>> {
+        Ok(
+            sqlx::query_as::<_, AgentEvent>("SELECT * FROM agent_events WHERE agent_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(agent_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// URL configurations of receptive agents.
 impl Store {
     /// Stores an agent's URL configuration; an agent has at most one.

@@ -544,3 +544,65 @@ mod tests {
         assert!(token(Some(day(-1))).is_expired());
     }
 }
+
+/// What happened to an agent, for its activity list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentEventKind {
+    Registered,
+    Connected,
+    Disconnected,
+    TokenCreated,
+    TokenRevoked,
+    ConfigError,
+}
+
+impl AgentEventKind {
+    pub const ALL: [AgentEventKind; 6] = [
+        AgentEventKind::Registered,
+        AgentEventKind::Connected,
+        AgentEventKind::Disconnected,
+        AgentEventKind::TokenCreated,
+        AgentEventKind::TokenRevoked,
+        AgentEventKind::ConfigError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentEventKind::Registered => "registered",
+            AgentEventKind::Connected => "agent_connected",
+            AgentEventKind::Disconnected => "agent_disconnected",
+            AgentEventKind::TokenCreated => "token_created",
+            AgentEventKind::TokenRevoked => "token_revoked",
+            AgentEventKind::ConfigError => "config_error",
+        }
+    }
+}
+
+/// One entry of an agent's activity list.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentEvent {
+    pub id: i64,
+    pub agent_id: i64,
+    pub kind: AgentEventKind,
+    /// Words for people: who, which token, which pod, the reason or the
+    /// error. Never a secret.
+    pub detail: String,
+    pub created_at: Timestamp,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for AgentEvent {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        let kind: String = row.try_get("kind")?;
+        Ok(AgentEvent {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            kind: AgentEventKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .ok_or_else(|| bad("agent_events.kind", &kind))?,
+            detail: row.try_get("detail")?,
+            created_at: time(row, "created_at")?,
+        })
+    }
+}

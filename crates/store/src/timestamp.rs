@@ -34,6 +34,13 @@ impl Timestamp {
         self.0 < OffsetDateTime::now_utc()
     }
 
+    /// How long ago this was (zero for a time to come).
+    pub fn age(&self) -> Duration {
+        (OffsetDateTime::now_utc() - self.0)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    }
+
     /// Whether this is more than `age` ago.
     pub fn is_older_than(&self, age: Duration) -> bool {
         OffsetDateTime::now_utc() - self.0 > age

@@ -1,16 +1,18 @@
 //! The agent page (`/<project path>/-/cluster_agents/<name>`): its live
 //! connections, its tokens (create, shown once; revoke), its configuration
 //! (the parsed file, or its error with line and column), its receptive URL,
-//! and deleting it after typing its name.
+//! its activity (registered, connected, disconnected, tokens created and
+//! revoked, configuration errors; newest first, by day), and deleting it
+//! after typing its name.
 
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use glagent_store::{Agent, Page, Project, StoreError};
+use glagent_store::{Agent, AgentEvent, AgentEventKind, Page, Project, StoreError};
 
 use crate::project::{Created, project_for};
 use crate::session::SignedIn;
-use crate::{Web, error_page, page};
+use crate::{Web, ago, error_page, page};
 
 pub struct ConnectionRow {
     pub pod: String,
@@ -25,6 +27,70 @@ pub struct TokenRow {
     pub description: String,
     pub created_at: String,
     pub last_used: String,
+    pub last_used_at: String,
+}
+
+/// One day of the activity list: "Today", "Yesterday" or the date.
+pub struct ActivityDay {
+    pub label: String,
+    pub events: Vec<ActivityRow>,
+}
+
+pub struct ActivityRow {
+    pub kind: &'static str,
+    pub kind_class: &'static str,
+    pub detail: String,
+    pub at: String,
+    pub ago: String,
+}
+
+/// How many events the page shows.
+const ACTIVITY_SHOWN: i64 = 50;
+
+fn kind_words(kind: AgentEventKind) -> (&'static str, &'static str) {
+    match kind {
+        AgentEventKind::Registered => ("Agent registered", "info"),
+        AgentEventKind::Connected => ("Connected", "success"),
+        AgentEventKind::Disconnected => ("Disconnected", "neutral"),
+        AgentEventKind::TokenCreated => ("Token created", "info"),
+        AgentEventKind::TokenRevoked => ("Token revoked", "warning"),
+        AgentEventKind::ConfigError => ("Configuration error", "danger"),
+    }
+}
+
+/// Events (newest first) grouped by their day in UTC.
+fn by_day(events: Vec<AgentEvent>) -> Vec<ActivityDay> {
+    let today = glagent_store::Timestamp::now().to_string()[..10].to_string();
+    let yesterday =
+        glagent_store::Timestamp::before_now(std::time::Duration::from_secs(86_400)).to_string()[..10].to_string();
+    let mut days: Vec<ActivityDay> = Vec::new();
+    for event in events {
+        let at = event.created_at.to_string();
+        let day = &at[..10];
+        let label = if day == today {
+            "Today".to_string()
+        } else if day == yesterday {
+            "Yesterday".to_string()
+        } else {
+            day.to_string()
+        };
+        let (kind, kind_class) = kind_words(event.kind);
+        let row = ActivityRow {
+            kind,
+            kind_class,
+            detail: event.detail,
+            ago: ago(event.created_at),
+            at,
+        };
+        match days.last_mut() {
+            Some(last) if last.label == label => last.events.push(row),
+            _ => days.push(ActivityDay {
+                label,
+                events: vec![row],
+            }),
+        }
+    }
+    days
 }
 
 #[derive(Template)]
@@ -45,6 +111,7 @@ struct AgentPage {
     config_text: String,
     config_error: Option<String>,
     receptive: Option<String>,
+    activity: Vec<ActivityDay>,
     created: Option<Created>,
     error: Option<String>,
 }
@@ -118,7 +185,7 @@ pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, actio
                 }
             }
         }
-        Action::Revoke(token_id) => match web.revoke_agent_token(&agent, token_id).await {
+        Action::Revoke(token_id) => match web.revoke_agent_token(&agent, token_id, &current.user).await {
             Ok(()) => {
                 return Redirect::to(&format!("/{}/-/cluster_agents/{}", project.full_path, agent.name))
                     .into_response();
@@ -203,7 +270,8 @@ async fn render(
             name: t.name,
             description: t.description.unwrap_or_default(),
             created_at: t.created_at.to_string(),
-            last_used: t.last_used_at.map(|t| t.to_string()).unwrap_or_else(|| "Never".into()),
+            last_used: t.last_used_at.map(ago).unwrap_or_else(|| "Never".into()),
+            last_used_at: t.last_used_at.map(|t| t.to_string()).unwrap_or_default(),
         })
         .collect();
     let (config_path, config_exists, config_text, config_error) = match web.configs.at_head(project, agent).await {
@@ -230,6 +298,13 @@ async fn render(
         .ok()
         .flatten()
         .map(|u| u.url);
+    let activity = match web.store.agent_events(agent.id, ACTIVITY_SHOWN).await {
+        Ok(events) => by_day(events),
+        Err(failure) => {
+            tracing::error!(error = %failure, "reading the agent's activity failed");
+            Vec::new()
+        }
+    };
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -251,6 +326,7 @@ async fn render(
         config_text,
         config_error,
         receptive,
+        activity,
         created,
         error,
     }

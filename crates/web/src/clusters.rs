@@ -1,17 +1,61 @@
 //! Project > Operate > Kubernetes clusters (`/<project path>/-/clusters`):
-//! the project's agents with their live connection status, Connect a
-//! cluster (register an agent and show its token once with the install
-//! command), and the JSON the page's script polls for live status.
+//! the tabs Project agents, Shared agents (other projects' agents whose
+//! configuration shares them with this one) and Available configurations
+//! (folders with no agent); Connect a cluster (register an agent and show
+//! its token once with the install command); and the rows' live status, as
+//! a JSON snapshot and as a stream of Server-Sent Events the page's script
+//! follows.
+
+use std::convert::Infallible;
+use std::time::Duration;
 
 use askama::Template;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use glagent_store::{Agent, Page, Project, StoreError};
 use serde::Serialize;
 
 use crate::project::{Created, project_for};
 use crate::session::SignedIn;
-use crate::{Web, error_page, page};
+use crate::{Web, ago, error_page, page};
+
+/// The tabs of the page, chosen by `?tab=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Project,
+    Shared,
+    Configurations,
+}
+
+impl Tab {
+    /// The tab a query string names; the project's agents by default.
+    pub fn from_query(query: Option<&str>) -> Tab {
+        let named = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "tab")
+                .map(|(_, v)| v.into_owned())
+        });
+        match named.as_deref() {
+            Some("shared") => Tab::Shared,
+            Some("configurations") => Tab::Configurations,
+            _ => Tab::Project,
+        }
+    }
+
+    /// The query string that names this tab.
+    pub fn query(self) -> &'static str {
+        match self {
+            Tab::Project => "",
+            Tab::Shared => "?tab=shared",
+            Tab::Configurations => "?tab=configurations",
+        }
+    }
+}
+
+/// How often a live page is refreshed when nothing on this replica said
+/// so (connections on other replicas, last contact growing older).
+const STREAM_SAFETY: Duration = Duration::from_secs(5);
 
 /// One agent's row, as the page and its script show it.
 #[derive(Clone, Serialize)]
@@ -21,10 +65,17 @@ pub struct AgentRow {
     pub receptive: bool,
     pub status: &'static str,
     pub status_class: &'static str,
+    /// "3 minutes ago", or "Never".
     pub last_contact: String,
+    /// The time itself, for the tooltip.
+    pub last_contact_at: String,
     pub version: String,
     pub warning: Option<String>,
     pub configuration: String,
+    /// The agent's page.
+    pub href: String,
+    /// For a shared agent: the project it comes from.
+    pub shared_from: Option<String>,
 }
 
 #[derive(Template)]
@@ -35,6 +86,9 @@ struct ClustersPage {
     project_name: String,
     project_path: String,
     can_admin: bool,
+    tab: Tab,
+    project_count: usize,
+    shared_count: usize,
     agents: Vec<AgentRow>,
     available: Vec<String>,
     created: Option<Created>,
@@ -42,11 +96,6 @@ struct ClustersPage {
     name: String,
 }
 
-/// The rows of the project's agents: live connections of every replica
-/// (held in memory here, one route query per agent only with replicas),
-/// the last use of any of their tokens (one query for all), versions
-/// against kas's, and which have a configuration file (one directory
-/// listing for all).
 /// The agent configuration folders (`.gitlab/agents/<name>/`) on the
 /// project's default branch.
 async fn config_folders(web: &Web, project: &Project) -> Vec<String> {
@@ -56,6 +105,11 @@ async fn config_folders(web: &Web, project: &Project) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The rows of the project's agents: live connections of every replica
+/// (held in memory here, one route query per agent only with replicas),
+/// the last use of any of their tokens (one query for all), versions
+/// against kas's, and which have a configuration file (one directory
+/// listing for all).
 async fn rows(web: &Web, project: &Project, configured: &[String]) -> Result<Vec<AgentRow>, StoreError> {
     let agents = web
         .store
@@ -81,23 +135,70 @@ async fn rows(web: &Web, project: &Project, configured: &[String]) -> Result<Vec
         // A folder with no config.yaml counts as configured here; the
         // agent page reads the file itself.
         let has_config = configured.contains(&agent.name);
+        let configuration = if has_config {
+            format!(".gitlab/agents/{}/config.yaml", agent.name)
+        } else {
+            "Default configuration".to_string()
+        };
         rows.push(row(
             &agent,
+            &project.full_path,
             &connections,
             last_contact.get(&agent.id).copied(),
-            has_config,
+            configuration,
             receptive.contains(&agent.id),
+            None,
         ));
     }
     Ok(rows)
 }
 
+/// The rows of other projects' agents shared with this one (a handful:
+/// one last-contact query each).
+async fn shared_rows(web: &Web, project: &Project) -> Result<Vec<AgentRow>, StoreError> {
+    let mut rows = Vec::new();
+    for shared in web.agents_shared_with(project).await? {
+        if shared.agent.project_id == project.id {
+            continue;
+        }
+        let connections = web.connections.summaries(&web.services, shared.agent.id).await;
+        let last_used = web.store.agent_last_contact(shared.agent.id).await?;
+        let receptive = web.store.url_configuration(shared.agent.id).await?.is_some();
+        let via = match (shared.sharing.ci_access, shared.sharing.user_access) {
+            (true, true) => "CI/CD and user access",
+            (true, false) => "CI/CD access",
+            _ => "user access",
+        };
+        rows.push(row(
+            &shared.agent,
+            &shared.config_project.full_path,
+            &connections,
+            last_used,
+            format!("External project ({via})"),
+            receptive,
+            Some(shared.config_project.full_path.clone()),
+        ));
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(rows)
+}
+
+/// The rows a tab shows.
+async fn tab_rows(web: &Web, project: &Project, tab: Tab) -> Result<Vec<AgentRow>, StoreError> {
+    match tab {
+        Tab::Shared => shared_rows(web, project).await,
+        _ => rows(web, project, &config_folders(web, project).await).await,
+    }
+}
+
 fn row(
     agent: &Agent,
+    agent_project: &str,
     connections: &[glagent_connections::ConnectionSummary],
     last_used: Option<glagent_store::Timestamp>,
-    has_config: bool,
+    configuration: String,
     receptive: bool,
+    shared_from: Option<String>,
 ) -> AgentRow {
     let last_connected = connections.iter().map(|c| c.connected_at).max();
     let last_contact = last_used.max(last_connected);
@@ -124,18 +225,17 @@ fn row(
         receptive,
         status,
         status_class,
-        last_contact: last_contact.map(|t| t.to_string()).unwrap_or_else(|| "Never".into()),
+        last_contact: last_contact.map(ago).unwrap_or_else(|| "Never".into()),
+        last_contact_at: last_contact.map(|t| t.to_string()).unwrap_or_default(),
         version: if unique.is_empty() {
             "-".into()
         } else {
             unique.join(", ")
         },
         warning,
-        configuration: if has_config {
-            format!(".gitlab/agents/{}/config.yaml", agent.name)
-        } else {
-            "Default configuration".to_string()
-        },
+        configuration,
+        href: format!("/{agent_project}/-/cluster_agents/{}", agent.name),
+        shared_from,
     }
 }
 
@@ -143,6 +243,7 @@ pub(crate) async fn clusters(
     web: &Web,
     current: &SignedIn,
     path: &str,
+    tab: Tab,
     created: Option<Created>,
     error: Option<String>,
     name: String,
@@ -151,22 +252,27 @@ pub(crate) async fn clusters(
         Ok(found) => found,
         Err(not_found) => return not_found,
     };
-    let folders = config_folders(web, &project).await;
-    let agents = match rows(web, &project, &folders).await {
-        Ok(rows) => rows,
-        Err(error) => {
-            tracing::error!(%error, "listing agents failed");
-            return error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "kas could not list the agents; try again.",
-                Some(current.user.username.clone()),
-                current.csrf(),
-            );
-        }
+    let unavailable = |error: StoreError| {
+        tracing::error!(%error, "listing agents failed");
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kas could not list the agents; try again.",
+            Some(current.user.username.clone()),
+            current.csrf(),
+        )
     };
-    let registered: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+    let folders = config_folders(web, &project).await;
+    let own = match rows(web, &project, &folders).await {
+        Ok(rows) => rows,
+        Err(error) => return unavailable(error),
+    };
+    let shared = match shared_rows(web, &project).await {
+        Ok(rows) => rows,
+        Err(error) => return unavailable(error),
+    };
+    let registered: Vec<&str> = own.iter().map(|a| a.name.as_str()).collect();
     // Configuration folders with no agent of that name yet.
-    let available = folders
+    let available: Vec<String> = folders
         .into_iter()
         .filter(|n| !registered.contains(&n.as_str()))
         .collect();
@@ -175,13 +281,17 @@ pub(crate) async fn clusters(
     } else {
         StatusCode::OK
     };
+    let (project_count, shared_count) = (own.len(), shared.len());
     let html = ClustersPage {
         user: Some(current.user.username.clone()),
         csrf: current.csrf(),
         project_name: project.name.clone(),
         project_path: project.full_path.clone(),
         can_admin: level.can_admin_agents(),
-        agents,
+        tab,
+        project_count,
+        shared_count,
+        agents: if tab == Tab::Shared { shared } else { own },
         available,
         created,
         error,
@@ -192,12 +302,13 @@ pub(crate) async fn clusters(
     page(status, html)
 }
 
-pub(crate) async fn status(web: &Web, current: &SignedIn, path: &str) -> Response {
+/// The rows of a tab as JSON, once.
+pub(crate) async fn status(web: &Web, current: &SignedIn, path: &str, tab: Tab) -> Response {
     let (project, _) = match project_for(web, current, path).await {
         Ok(found) => found,
         Err(not_found) => return not_found,
     };
-    match rows(web, &project, &config_folders(web, &project).await).await {
+    match tab_rows(web, &project, tab).await {
         Ok(agents) => {
             let mut response = axum::Json(serde_json::json!({ "agents": agents })).into_response();
             response
@@ -210,6 +321,66 @@ pub(crate) async fn status(web: &Web, current: &SignedIn, path: &str) -> Respons
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// The rows of a tab as Server-Sent Events: now, then whenever a
+/// connection on this replica changes and they with it (every
+/// [`STREAM_SAFETY`] otherwise). The stream ends when the session does.
+pub(crate) async fn stream(web: &Web, current: &SignedIn, path: &str, tab: Tab) -> Response {
+    let (project, _) = match project_for(web, current, path).await {
+        Ok(found) => found,
+        Err(not_found) => return not_found,
+    };
+    struct Follow {
+        web: Web,
+        session: String,
+        project: Project,
+        tab: Tab,
+        changes: tokio::sync::watch::Receiver<u64>,
+        last: Option<String>,
+    }
+    let follow = Follow {
+        changes: web.connections.registry.changes(),
+        web: web.clone(),
+        session: current.token.clone(),
+        project,
+        tab,
+        last: None,
+    };
+    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+        loop {
+            if follow.last.is_some() {
+                tokio::select! {
+                    _ = follow.changes.changed() => {}
+                    _ = tokio::time::sleep(STREAM_SAFETY) => {}
+                }
+            }
+            if !matches!(
+                glagent_services::sessions::user(&follow.web.store, &follow.session).await,
+                Ok(Some(_))
+            ) {
+                return None;
+            }
+            let json = match tab_rows(&follow.web, &follow.project, follow.tab).await {
+                Ok(agents) => serde_json::json!({ "agents": agents }).to_string(),
+                Err(error) => {
+                    tracing::warn!(%error, "listing agents for a live page failed");
+                    follow.last.get_or_insert_with(String::new);
+                    continue;
+                }
+            };
+            if follow.last.as_deref() != Some(json.as_str()) {
+                let event = Event::default().data(json.clone());
+                follow.last = Some(json);
+                return Some((Ok::<_, Infallible>(event), follow));
+            }
+        }
+    });
+    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Create and register: the agent, then its first token, shown once.
@@ -234,6 +405,7 @@ pub(crate) async fn connect(web: &Web, current: &SignedIn, path: &str, name: &st
                 web,
                 current,
                 path,
+                Tab::Project,
                 None,
                 Some(format!("The agent was not registered: {message}")),
                 name,
@@ -275,5 +447,5 @@ pub(crate) async fn connect(web: &Web, current: &SignedIn, path: &str, name: &st
         token: created.token.expose().to_string(),
         install_command: created.install_command,
     };
-    clusters(web, current, path, Some(shown), None, String::new()).await
+    clusters(web, current, path, Tab::Project, Some(shown), None, String::new()).await
 }

@@ -9,12 +9,15 @@
 //! - [`pages`]: the pages of a signed-in user.
 //! - [`clusters`]: Operate > Kubernetes clusters and Connect a cluster.
 //! - [`agent`]: an agent's page: connections, tokens, configuration,
-//!   deleting it.
+//!   activity, deleting it.
+//! - [`environments`]: Operate > Environments, and an environment's page
+//!   with its live Kubernetes overview (`static/dashboard.js`).
 //! - [`paths`]: which page a path under a project names, and the check
 //!   of every form; [`project`]: the project a path names.
 
 mod agent;
 mod clusters;
+mod environments;
 mod pages;
 mod paths;
 mod project;
@@ -60,36 +63,33 @@ pub fn router(services: Services, connections: Connections) -> Router {
         .route("/users/sign_out", post(sign_in::sign_out))
         .route("/-/static/app.css", get(stylesheet))
         .route("/-/static/app.js", get(script))
+        .route("/-/static/dashboard.js", get(dashboard_script))
         .fallback(paths::dispatch)
         .with_state(web)
 }
 
-async fn stylesheet() -> Response {
+/// One of the project's own static files, cached for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
         ],
-        include_str!("../static/app.css"),
+        body,
     )
         .into_response()
 }
 
+async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", include_str!("../static/app.css"))
+}
+
 async fn script() -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/javascript; charset=utf-8"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
-        ],
-        include_str!("../static/app.js"),
-    )
-        .into_response()
+    asset("text/javascript; charset=utf-8", include_str!("../static/app.js"))
+}
+
+async fn dashboard_script() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../static/dashboard.js"))
 }
 
 /// A rendered page with the headers every page carries: no caching, no
@@ -111,6 +111,21 @@ pub(crate) fn page(status: StatusCode, html: String) -> Response {
     response
 }
 
+/// A past time in words, as GitLab's tables say it: "just now",
+/// "3 minutes ago", "2 days ago".
+pub(crate) fn ago(time: glagent_store::Timestamp) -> String {
+    let seconds = time.age().as_secs();
+    let (count, unit) = match seconds {
+        0..=59 => return "just now".into(),
+        60..=3_599 => (seconds / 60, "minute"),
+        3_600..=86_399 => (seconds / 3_600, "hour"),
+        86_400..=2_591_999 => (seconds / 86_400, "day"),
+        2_592_000..=31_535_999 => (seconds / 2_592_000, "month"),
+        _ => (seconds / 31_536_000, "year"),
+    };
+    format!("{count} {unit}{} ago", if count == 1 { "" } else { "s" })
+}
+
 /// An error page (the message is escaped by the template).
 pub(crate) fn error_page(status: StatusCode, message: &str, user: Option<String>, csrf: String) -> Response {
     use askama::Template;
@@ -123,4 +138,23 @@ pub(crate) fn error_page(status: StatusCode, message: &str, user: Option<String>
     .render()
     .unwrap_or_else(|_| "error".into());
     page(status, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use glagent_store::Timestamp;
+
+    #[test]
+    fn past_times_are_said_in_words() {
+        let ago = |seconds| super::ago(Timestamp::before_now(Duration::from_secs(seconds)));
+        assert_eq!(ago(5), "just now");
+        assert_eq!(ago(60), "1 minute ago");
+        assert_eq!(ago(3 * 60 + 5), "3 minutes ago");
+        assert_eq!(ago(2 * 3_600), "2 hours ago");
+        assert_eq!(ago(86_400), "1 day ago");
+        assert_eq!(ago(400 * 86_400), "1 year ago");
+        assert_eq!(super::ago(Timestamp::from_now(Duration::from_secs(30))), "just now");
+    }
 }

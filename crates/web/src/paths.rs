@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::agent::Action;
+use crate::environments::{self, Action as Env};
 use crate::pages::require;
 use crate::session::{SignedIn, check_post};
 use crate::{Web, clusters, error_page};
@@ -15,11 +16,18 @@ use crate::{Web, clusters, error_page};
 enum Target<'a> {
     Clusters(&'a str),
     Status(&'a str),
+    StatusStream(&'a str),
     Agents(&'a str),
     Agent(&'a str, &'a str),
     Tokens(&'a str, &'a str),
     Revoke(&'a str, &'a str, i64),
     Delete(&'a str, &'a str),
+    Environments(&'a str),
+    NewEnvironment(&'a str),
+    Environment(&'a str, i64),
+    EditEnvironment(&'a str, i64),
+    StopEnvironment(&'a str, i64),
+    DeleteEnvironment(&'a str, i64),
 }
 
 fn target(path: &str) -> Option<Target<'_>> {
@@ -30,8 +38,28 @@ fn target(path: &str) -> Option<Target<'_>> {
     if let Some(project) = path.strip_suffix("/-/clusters/status.json") {
         return Some(Target::Status(project));
     }
+    if let Some(project) = path.strip_suffix("/-/clusters/status") {
+        return Some(Target::StatusStream(project));
+    }
     if let Some(project) = path.strip_suffix("/-/cluster_agents") {
         return Some(Target::Agents(project));
+    }
+    if let Some(project) = path.strip_suffix("/-/environments") {
+        return Some(Target::Environments(project));
+    }
+    if let Some(project) = path.strip_suffix("/-/environments/new") {
+        return Some(Target::NewEnvironment(project));
+    }
+    if let Some((project, rest)) = path.split_once("/-/environments/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let id = parts.first()?.parse().ok()?;
+        return match parts[1..] {
+            [] => Some(Target::Environment(project, id)),
+            ["edit"] => Some(Target::EditEnvironment(project, id)),
+            ["stop"] => Some(Target::StopEnvironment(project, id)),
+            ["delete"] => Some(Target::DeleteEnvironment(project, id)),
+            _ => None,
+        };
     }
     let (project, rest) = path.split_once("/-/cluster_agents/")?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -60,10 +88,18 @@ pub async fn dispatch(State(web): State<Web>, request: Request) -> Response {
         Err(redirect) => return redirect,
     };
     if parts.method == http::Method::GET {
+        let tab = clusters::Tab::from_query(parts.uri.query());
         return match target {
-            Target::Clusters(project) => clusters::clusters(&web, &current, project, None, None, String::new()).await,
-            Target::Status(project) => clusters::status(&web, &current, project).await,
+            Target::Clusters(project) => {
+                clusters::clusters(&web, &current, project, tab, None, None, String::new()).await
+            }
+            Target::Status(project) => clusters::status(&web, &current, project, tab).await,
+            Target::StatusStream(project) => clusters::stream(&web, &current, project, tab).await,
             Target::Agent(project, name) => crate::agent::handle(&web, &current, project, name, Action::Show).await,
+            Target::Environments(project) => environments::handle(&web, &current, project, Env::List).await,
+            Target::NewEnvironment(project) => environments::handle(&web, &current, project, Env::New).await,
+            Target::Environment(project, id) => environments::handle(&web, &current, project, Env::Show(id)).await,
+            Target::EditEnvironment(project, id) => environments::handle(&web, &current, project, Env::Edit(id)).await,
             _ => not_allowed(&current),
         };
     }
@@ -109,6 +145,23 @@ pub async fn dispatch(State(web): State<Web>, request: Request) -> Response {
             };
             crate::agent::handle(&web, &current, project, name, action).await
         }
+        Target::Environments(project) | Target::Environment(project, _) => {
+            let form = environments::Form {
+                name: field("name"),
+                tier: field("tier"),
+                external_url: field("external_url"),
+                agent_id: field("cluster_agent_id"),
+                namespace: field("kubernetes_namespace"),
+                flux_resource_path: field("flux_resource_path"),
+            };
+            let action = match target {
+                Target::Environment(_, id) => Env::Update(id, form),
+                _ => Env::Create(form),
+            };
+            environments::handle(&web, &current, project, action).await
+        }
+        Target::StopEnvironment(project, id) => environments::handle(&web, &current, project, Env::Stop(id)).await,
+        Target::DeleteEnvironment(project, id) => environments::handle(&web, &current, project, Env::Delete(id)).await,
         _ => not_allowed(&current),
     }
 }
@@ -140,6 +193,23 @@ mod tests {
             target("/g/app/-/cluster_agents"),
             Some(Target::Agents("g/app"))
         ));
+        assert!(matches!(
+            target("/g/app/-/clusters/status"),
+            Some(Target::StatusStream("g/app"))
+        ));
+        assert!(matches!(
+            target("/g/app/-/environments"),
+            Some(Target::Environments("g/app"))
+        ));
+        assert!(matches!(
+            target("/g/app/-/environments/new"),
+            Some(Target::NewEnvironment("g/app"))
+        ));
+        assert!(matches!(
+            target("/g/sub/app/-/environments/12/edit"),
+            Some(Target::EditEnvironment("g/sub/app", 12))
+        ));
+        assert!(target("/g/app/-/environments/twelve").is_none());
         assert!(target("/g/app/-/issues").is_none());
     }
 }

@@ -16,8 +16,20 @@ pub struct Created {
     pub install_command: String,
 }
 
-/// The project and the user's role in it, or the same 404 the API gives.
+/// The project and the user's role in it, if it lets them read agents;
+/// else the same 404 the API gives.
 pub async fn project_for(web: &Web, current: &SignedIn, path: &str) -> Result<(Project, AccessLevel), Response> {
+    project_at(web, current, path, AccessLevel::Developer).await
+}
+
+/// The project and the user's role in it, if at least `least`; else the
+/// same 404 the API gives.
+pub async fn project_at(
+    web: &Web,
+    current: &SignedIn,
+    path: &str,
+    least: AccessLevel,
+) -> Result<(Project, AccessLevel), Response> {
     let not_found = || {
         error_page(
             StatusCode::NOT_FOUND,
@@ -35,7 +47,7 @@ pub async fn project_for(web: &Web, current: &SignedIn, path: &str) -> Result<(P
         }
     };
     match web.project_access(&current.user, &project).await {
-        Ok(Some(level)) if level.can_read_agents() => Ok((project, level)),
+        Ok(Some(level)) if level >= least => Ok((project, level)),
         _ => Err(not_found()),
     }
 }

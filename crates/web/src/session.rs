@@ -16,19 +16,21 @@ pub const ANONYMOUS_COOKIE: &str = "_glagent_csrf";
 
 /// The value of cookie `name`.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
-        .filter(|value| !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric()))
+    sessions::cookie(
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
+        name,
+    )
 }
 
-/// A `Set-Cookie` value.
+/// A `Set-Cookie` value for the whole site.
 pub fn set_cookie(web: &Web, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
+    set_cookie_at(web, name, value, "/", max_age)
+}
+
+/// A `Set-Cookie` value sent back only under `path`: HttpOnly, Secure
+/// under HTTPS, SameSite=Lax for sessions (a link from elsewhere lands
+/// signed in) and Strict for the rest.
+pub fn set_cookie_at(web: &Web, name: &str, value: &str, path: &str, max_age: Option<u64>) -> HeaderValue {
     let secure = if web.urls.base().starts_with("https://") {
         "; Secure"
     } else {
@@ -40,9 +42,9 @@ pub fn set_cookie(web: &Web, name: &str, value: &str, max_age: Option<u64>) -> H
         None => String::new(),
     };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}{age}"
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}{secure}{age}"
     ))
-    .expect("cookie values are alphanumeric")
+    .expect("cookie values are alphanumeric and paths are URL paths")
 }
 
 /// A `Set-Cookie` that removes the cookie.

@@ -37,34 +37,35 @@ document.querySelectorAll("[data-agent-name-form]").forEach((form) => {
   });
 });
 
-// Live connection status: the table's rows follow kas's view.
+// Live connection status: the table's rows follow kas's view, pushed as
+// Server-Sent Events (the browser reconnects by itself if kas goes away).
 const table = document.querySelector("table[data-status-url]");
 if (table) {
-  const refresh = async () => {
-    try {
-      const response = await fetch(table.dataset.statusUrl, { credentials: "same-origin" });
-      if (!response.ok) return;
-      const { agents } = await response.json();
-      for (const agent of agents) {
-        const row = table.querySelector(`tr[data-agent-id="${agent.id}"]`);
-        if (!row) continue;
-        const badge = document.createElement("span");
-        badge.className = `badge ${agent.status_class}`;
-        badge.textContent = agent.status;
-        row.querySelector("[data-field=status]").replaceChildren(badge);
-        row.querySelector("[data-field=last_contact]").textContent = agent.last_contact;
-        const version = row.querySelector("[data-field=version]");
-        version.textContent = agent.version;
-        if (agent.warning) {
-          const warning = document.createElement("span");
-          warning.className = "badge warning";
-          warning.textContent = agent.warning;
-          version.append(document.createElement("br"), warning);
-        }
-      }
-    } catch {
-      // kas is away for a moment; the next round will tell.
+  const show = (agent) => {
+    const row = table.querySelector(`tr[data-agent-id="${agent.id}"]`);
+    if (!row) return;
+    const badge = document.createElement("span");
+    badge.className = `badge ${agent.status_class}`;
+    badge.textContent = agent.status;
+    row.querySelector("[data-field=status]").replaceChildren(badge);
+    const contact = row.querySelector("[data-field=last_contact]");
+    contact.textContent = agent.last_contact;
+    contact.title = agent.last_contact_at;
+    const version = row.querySelector("[data-field=version]");
+    version.textContent = agent.version;
+    if (agent.warning) {
+      const warning = document.createElement("span");
+      warning.className = "badge warning";
+      warning.textContent = agent.warning;
+      version.append(document.createElement("br"), warning);
     }
   };
-  setInterval(refresh, 1000);
+  const events = new EventSource(table.dataset.statusUrl, { withCredentials: true });
+  events.onmessage = (message) => {
+    try {
+      JSON.parse(message.data).agents.forEach(show);
+    } catch {
+      // A line this page cannot read; the next one will do.
+    }
+  };
 }

@@ -230,6 +230,21 @@ async fn lists_carry_gitlabs_pagination_headers() {
     assert_eq!(headers["x-next-page"], "");
     assert_eq!(body.as_array().unwrap().len(), 5);
 
+    let (_, headers, body) = api.call("GET", "/api/v4/users?username=u3", None).await;
+    let found: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["username"].as_str())
+        .collect();
+    assert_eq!(
+        (found, headers["x-total"].to_str().unwrap()),
+        (vec!["u3"], "1"),
+        "username is an exact filter"
+    );
+    let (_, _, body) = api.call("GET", "/api/v4/users?username=nobody", None).await;
+    assert_eq!(body, serde_json::json!([]));
+
     let (status, _, body) = api.call("GET", "/api/v4/users?page=two", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(message(&body).contains("\"two\" is not an integer"), "{body}");

@@ -497,3 +497,240 @@ async fn project_pages_hide_other_projects_and_refuse_foreign_forms() {
     .await;
     assert_eq!(agents, json!([]), "deleted");
 }
+
+/// Writes a file on `main` of a project through the Files API, as root.
+async fn commit_file(setup: &Setup, project_id: &Value, path: &str, content: &str) {
+    let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let (status, body) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{project_id}/repository/files/{encoded}"),
+        Some(json!({"branch": "main", "content": content, "commit_message": path})),
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_tabs_and_the_agent_activity_show_what_kas_knows() {
+    let setup = Setup::new().await;
+    wendy_as(&setup, 40).await;
+    let project = json!(setup.project_id);
+    // A configuration folder with no agent yet.
+    commit_file(
+        &setup,
+        &project,
+        ".gitlab/agents/spare/config.yaml",
+        "observability:\n  logging:\n    level: info\n",
+    )
+    .await;
+    // Another project's agent shared with this one through ci_access, and
+    // one shared with nobody.
+    let (_, tools) = call(&setup.kas, "POST", "/projects", Some(json!({"name": "platform-tools"}))).await;
+    for (name, config) in [
+        (
+            "shared-one",
+            format!("ci_access:\n  projects:\n    - id: {}\n", setup.project_path),
+        ),
+        (
+            "private-one",
+            "observability:\n  logging:\n    level: info\n".to_string(),
+        ),
+    ] {
+        let (status, _) = call(
+            &setup.kas,
+            "POST",
+            &format!("/projects/{}/cluster_agents", tools["id"]),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        commit_file(
+            &setup,
+            &tools["id"],
+            &format!(".gitlab/agents/{name}/config.yaml"),
+            &config,
+        )
+        .await;
+    }
+    // A project of Wendy's without agents, and one she cannot see.
+    let (_, empty) = call(&setup.kas, "POST", "/projects", Some(json!({"name": "empty-project"}))).await;
+    let (_, user) = call(&setup.kas, "GET", "/users?username=wendy", None).await;
+    let (status, member) = call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/members", empty["id"]),
+        Some(json!({"user_id": user[0]["id"], "access_level": 30})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{member} {user}");
+    // The setup's agent connects once, so its activity has a connection.
+    {
+        let agent = setup.start_agent();
+        crate::until(Duration::from_secs(20), "the agent connects", async || {
+            !setup.connections().await.is_empty()
+        })
+        .await;
+        drop(agent);
+    }
+
+    let lines = browse(
+        "tabs.mjs",
+        &[
+            ("KAS_URL", setup.kas.url.as_str()),
+            ("USERNAME", "wendy"),
+            ("PASSWORD", "correct horse battery"),
+            ("PROJECT", setup.project_path.as_str()),
+            ("EMPTY_PROJECT", empty["path_with_namespace"].as_str().unwrap()),
+            ("HIDDEN_PROJECT", tools["path_with_namespace"].as_str().unwrap()),
+        ],
+    );
+    let own = step(&lines, "project agents");
+    assert_eq!(own["rows"][0]["name"], "edge", "{own}");
+    assert_eq!(
+        own["tabs"],
+        json!(["Project agents 1", "Shared agents 1", "Available configurations 1"]),
+        "{own}"
+    );
+    let shared = step(&lines, "shared agents");
+    assert_eq!(
+        shared["rows"].as_array().unwrap().len(),
+        1,
+        "only the shared one: {shared}"
+    );
+    assert_eq!(shared["rows"][0]["name"], "shared-one");
+    assert_eq!(shared["rows"][0]["configuration"], "External project (CI/CD access)");
+    assert_eq!(shared["rows"][0]["badges"], json!(["Shared"]));
+    assert_eq!(shared["rows"][0]["status"], "Never connected");
+    assert_eq!(
+        step(&lines, "available configurations")["folders"],
+        json!([".gitlab/agents/spare/config.yaml"])
+    );
+    let registered = step(&lines, "registered");
+    assert!(
+        registered["heading"].as_str().unwrap().contains("spare"),
+        "{registered}"
+    );
+    let (_, agents) = call(
+        &setup.kas,
+        "GET",
+        &format!("/projects/{}/cluster_agents", setup.project_id),
+        None,
+    )
+    .await;
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["edge", "spare"], "registered from its folder");
+
+    // Newest first: the connection and its end, then the token and the
+    // registration made by the setup.
+    let activity = step(&lines, "activity");
+    let kinds: Vec<&str> = activity["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["Disconnected", "Connected", "Token created", "Agent registered"],
+        "{activity}"
+    );
+    assert_eq!(activity["days"], json!(["Today"]));
+    let details = activity["details"].to_string();
+    assert!(details.contains("Token test created by @root"), "{details}");
+    assert!(details.contains("Connected with token test"), "{details}");
+    assert!(!details.contains(&setup.token), "no token in the activity");
+
+    let empty = step(&lines, "empty");
+    assert!(
+        empty["text"].as_str().unwrap().contains("doesn't have any agents"),
+        "{empty}"
+    );
+    let hidden = step(&lines, "hidden");
+    assert_eq!(hidden["status"], 404);
+    assert!(hidden["text"].as_str().unwrap().contains("404 Project Not Found"));
+    for screenshot in [
+        "clusters-shared.png",
+        "clusters-configurations.png",
+        "agent-activity.png",
+        "clusters-empty.png",
+        "not-found.png",
+    ] {
+        assert!(
+            std::path::Path::new(SCREENSHOTS).join(screenshot).exists(),
+            "{screenshot}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_status_stream_pushes_changes_and_ends_with_the_session() {
+    let setup = Setup::new().await;
+    wendy_as(&setup, 30).await;
+    let http = signed_in_client(&setup, "wendy", "correct horse battery").await;
+    let mut stream = http
+        .get(format!("{}/{}/-/clusters/status", setup.kas.url, setup.project_path))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut buffer = String::new();
+    let mut next_event = async || -> Option<Value> {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return Some(serde_json::from_str(data).unwrap());
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(15), stream.chunk())
+                .await
+                .expect("an event or the end within 15 s")
+                .unwrap()?;
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let first = next_event().await.unwrap();
+    assert_eq!(first["agents"][0]["status"], "Never connected", "{first}");
+    let _agent = setup.start_agent();
+    let started = std::time::Instant::now();
+    loop {
+        let event = next_event().await.unwrap();
+        if event["agents"][0]["status"] == "Connected" && event["agents"][0]["version"] != "-" {
+            break;
+        }
+    }
+    let pushed_in = started.elapsed();
+    assert!(pushed_in < Duration::from_secs(10), "pushed in {pushed_in:?}");
+
+    // Signing out ends the stream.
+    let page = http
+        .get(format!("{}/", setup.kas.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let needle = "name=\"authenticity_token\" value=\"";
+    let start = page.find(needle).unwrap() + needle.len();
+    let token = &page[start..start + 64];
+    let out = http
+        .post(format!("{}/users/sign_out", setup.kas.url))
+        .form(&[("authenticity_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let ended = async { while next_event().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(15), ended)
+        .await
+        .expect("the stream ends after sign out");
+}

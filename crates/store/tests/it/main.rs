@@ -49,6 +49,7 @@ both_backends!(
     an_agent_has_at_most_one_url_configuration,
     one_replica_holds_each_receptive_agent_until_it_stops_renewing,
     passwords_and_web_sessions,
+    agent_activity_keeps_the_newest_and_reports_a_repeated_error_once,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -520,4 +521,53 @@ async fn passwords_and_web_sessions(store: Store) {
         matches!(store.web_session_user("digest-a").await, Err(StoreError::NotFound)),
         "signed out"
     );
+}
+
+async fn agent_activity_keeps_the_newest_and_reports_a_repeated_error_once(store: Store) {
+    let alice = user(&store, "alice-activity").await;
+    let g = group(&store, "activity", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
+    let extra = 5;
+    for i in 0..Store::AGENT_EVENTS_KEPT + extra {
+        store
+            .record_agent_event(agent.id, AgentEventKind::Connected, &format!("connection {i}"))
+            .await
+            .unwrap();
+    }
+    let events = store.agent_events(agent.id, 1000).await.unwrap();
+    assert_eq!(
+        events.len() as i64,
+        Store::AGENT_EVENTS_KEPT,
+        "the oldest are forgotten"
+    );
+    assert_eq!(
+        events[0].detail,
+        format!("connection {}", Store::AGENT_EVENTS_KEPT + extra - 1)
+    );
+    assert_eq!(events.last().unwrap().detail, format!("connection {extra}"));
+    assert_eq!(events[0].kind, AgentEventKind::Connected);
+
+    for detail in ["line 2 column 3: bad", "line 2 column 3: bad", "line 4 column 1: worse"] {
+        store
+            .record_agent_event_once(agent.id, AgentEventKind::ConfigError, detail)
+            .await
+            .unwrap();
+    }
+    let errors: Vec<String> = store
+        .agent_events(agent.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == AgentEventKind::ConfigError)
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(errors, ["line 4 column 1: worse", "line 2 column 3: bad"]);
+
+    store.delete_agent(p.id, agent.id).await.unwrap();
+    store
+        .record_agent_event(agent.id, AgentEventKind::Disconnected, "after deletion")
+        .await
+        .unwrap();
+    assert!(store.agent_events(agent.id, 10).await.unwrap().is_empty());
 }
