@@ -6,6 +6,7 @@
 //! - [`kas`]: a `kas` process on a free port with its own data directory.
 //! - [`agentk`]: an `agentk` process pointed at a kas.
 //! - [`connect_proxy`]: an HTTP CONNECT proxy the test controls.
+//! - [`browser`]: Debian's chromium, driven one command at a time.
 //! - [`flux`]: Flux's CRDs and **a stand-in for Flux's controllers** made
 //!   of real git, kubectl and helm (no Flux controller can run here).
 //! - [`netns`]: a network namespace with one veth pair to the host, for
@@ -19,6 +20,7 @@
 //! outlives the test binary, whether it exits, panics or is killed.
 
 pub mod agentk;
+pub mod browser;
 pub mod connect_proxy;
 pub mod flux;
 pub mod kas;

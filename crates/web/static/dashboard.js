@@ -179,10 +179,14 @@ const overview = document.getElementById("k8s-overview");
 if (overview) {
   const { agentId, namespace, flux, proxy, csrf } = overview.dataset;
   const api = cluster(proxy, agentId, csrf);
+  // Every distinct refusal, as the API server (or kas) worded it.
   const errorBox = document.getElementById("k8s-error");
+  const errors = new Set();
   const showError = (error) => {
+    if (errors.has(error.message)) return;
+    errors.add(error.message);
     errorBox.hidden = false;
-    errorBox.textContent = error.message;
+    errorBox.append(element("div", {}, error.message));
   };
   const setBadge = (node, text, kind, state) => {
     node.className = `badge ${kind}`;
@@ -316,7 +320,6 @@ if (overview) {
       button.addEventListener("click", async () => {
         try {
           await api.patch(paths.object, patches[button.dataset.fluxAction]());
-          errorBox.hidden = true;
         } catch (error) {
           showError(error);
         }
@@ -446,7 +449,7 @@ if (form) {
   const help = form.querySelector("#environment-namespace-help");
   const namespaces = form.querySelector("#environment-namespaces");
   const fluxList = form.querySelector("#environment-flux-resources");
-  const options = (list, values) => list.replaceChildren(...values.map((value) => element("option", { value })));
+  const options = (list, values) => list.replaceChildren(...values.map((value) => element("option", { value }, value)));
   const preferred = async (api, group) => {
     try {
       const found = await api.get(`/apis/${group}`);

@@ -12,6 +12,7 @@ mod clients;
 mod config;
 mod connect;
 mod doctor;
+mod environments;
 mod examples;
 mod flux;
 mod install;

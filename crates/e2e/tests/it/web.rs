@@ -47,7 +47,7 @@ async fn wendy(setup: &Setup) {
 }
 
 /// The same user with another role.
-async fn wendy_as(setup: &Setup, level: i64) {
+pub(crate) async fn wendy_as(setup: &Setup, level: i64) {
     let (status, user) = call(
         &setup.kas,
         "POST",
@@ -66,7 +66,7 @@ async fn wendy_as(setup: &Setup, level: i64) {
     assert_eq!(status, StatusCode::CREATED);
 }
 
-fn no_redirects(setup: &Setup) -> reqwest::Client {
+pub(crate) fn no_redirects(setup: &Setup) -> reqwest::Client {
     let ca = std::fs::read(setup.kas.ca_file()).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
@@ -307,7 +307,7 @@ async fn connect_a_cluster_in_the_browser_registers_an_agent_whose_row_turns_con
 
 /// Signs in with raw requests; returns a client that sends the session
 /// cookie with every request.
-async fn signed_in_client(setup: &Setup, username: &str, password: &str) -> reqwest::Client {
+pub(crate) async fn signed_in_client(setup: &Setup, username: &str, password: &str) -> reqwest::Client {
     let http = no_redirects(setup);
     let (cookie, token) = sign_in_form(&http, setup).await;
     let response = http
