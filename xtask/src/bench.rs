@@ -216,3 +216,8 @@ pub fn ui(root: &Path) -> Result<()> {
 pub fn flux(root: &Path) -> Result<()> {
     driver(root, "flux")
 }
+
+/// `cargo xtask bench dashboard` (see `bin/bench_dashboard.rs`).
+pub fn dashboard(root: &Path) -> Result<()> {
+    driver(root, "dashboard")
+}

@@ -39,10 +39,11 @@ fn main() -> Result<()> {
             Some("proxy") => bench::proxy(&workspace_root()),
             Some("flux") => bench::flux(&workspace_root()),
             Some("ui") => bench::ui(&workspace_root()),
-            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux|ui"),
+            Some("dashboard") => bench::dashboard(&workspace_root()),
+            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux|ui|dashboard"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui");
+            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui|dashboard");
             std::process::exit(2);
         }
     }
