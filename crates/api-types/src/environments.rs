@@ -25,6 +25,10 @@ pub struct Environment {
     pub id: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_namespace: Option<Option<String>>,
+    /// glagent's extension: every namespace the environment watches, the
+    /// first being `kubernetes_namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_namespaces: Option<Vec<String>>,
     pub name: String,
     pub project: Project,
     pub slug: String,

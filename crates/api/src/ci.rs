@@ -19,6 +19,7 @@ use super::input::{Params, opt_bool, opt_int};
 use super::{entities, find_project, require};
 use crate::Api;
 use glagent_services::ci;
+use glagent_services::environments::KubernetesTarget;
 use glagent_services::events::AccessChange;
 
 #[derive(Deserialize)]
@@ -34,10 +35,20 @@ pub struct NewJobParams {
     ref_protected: Option<bool>,
     environment: Option<String>,
     environment_tier: Option<String>,
+    /// As the CI keyword `environment:kubernetes`: `agent`
+    /// (`<project path>:<agent name>`), `namespace`, `flux_resource_path`.
+    environment_kubernetes: Option<KubernetesParams>,
     #[serde(default, deserialize_with = "opt_int")]
     user_id: Option<i64>,
     #[serde(default, deserialize_with = "opt_int")]
     expires_in: Option<i64>,
+}
+
+#[derive(Deserialize)]
+pub struct KubernetesParams {
+    agent: Option<String>,
+    namespace: Option<String>,
+    flux_resource_path: Option<String>,
 }
 
 const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
@@ -66,6 +77,7 @@ pub async fn create_job(
         .ref_name
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::BadRequest("ref is missing".into()))?;
+    let given_tier = p.environment_tier.clone();
     let tier = match (&p.environment, p.environment_tier) {
         (None, Some(_)) => return Err(ApiError::BadRequest("environment_tier needs an environment".into())),
         (Some(_), Some(tier)) if !TIERS.contains(&tier.as_str()) => {
@@ -77,6 +89,28 @@ pub async fn create_job(
         (Some(_), None) => Some("other".to_string()),
         (_, tier) => tier,
     };
+    let kubernetes = match p.environment_kubernetes {
+        None => None,
+        Some(_) if p.environment.is_none() => {
+            return Err(ApiError::BadRequest(
+                "environment_kubernetes needs an environment".into(),
+            ));
+        }
+        Some(k) => {
+            let target = KubernetesTarget {
+                agent: k.agent.filter(|a| !a.is_empty()).ok_or_else(|| {
+                    ApiError::BadRequest("environment_kubernetes needs an agent (<project path>:<agent name>)".into())
+                })?,
+                namespace: k.namespace.filter(|n| !n.is_empty()),
+                flux_resource_path: k.flux_resource_path.filter(|f| !f.is_empty()),
+            };
+            target.validate()?;
+            Some(target)
+        }
+    };
+    if let Some(name) = p.environment.as_deref().filter(|e| !e.is_empty()) {
+        glagent_core::environment::validate_name(name).map_err(|e| ApiError::BadRequest(format!("environment {e}")))?;
+    }
     let expires_in = p.expires_in.unwrap_or(3600);
     if !(1..=86_400).contains(&expires_in) {
         return Err(ApiError::BadRequest(
@@ -115,7 +149,7 @@ pub async fn create_job(
             user_id: user.id,
             ref_name,
             ref_protected: p.ref_protected.unwrap_or(false),
-            environment_slug: p.environment.filter(|e| !e.is_empty()),
+            environment_slug: p.environment.clone().filter(|e| !e.is_empty()),
             environment_tier: tier,
             token_digest: token.digest(),
             expires_at,
@@ -126,6 +160,13 @@ pub async fn create_job(
             other => other.into(),
         })?;
     tracing::info!(job_id, project_id = project.id, "CI job registered");
+    // The job deploys: its environment exists from now on, linked to a
+    // cluster by its first deployment that names one.
+    if let Some(name) = p.environment.as_deref().filter(|e| !e.is_empty()) {
+        state
+            .environment_for_job(&project, name, given_tier.as_deref(), &user, kubernetes.as_ref())
+            .await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(entities::created_ci_job(&job, token.expose())),

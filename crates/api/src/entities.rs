@@ -255,6 +255,7 @@ pub fn environment(state: &Api, environment: &Environment, project: &Project, ns
         flux_resource_path: None,
         id: environment.id,
         kubernetes_namespace: None,
+        kubernetes_namespaces: None,
         name: environment.name.clone(),
         project: self::project(state, project, ns),
         slug: environment.slug.clone(),

@@ -88,7 +88,46 @@ pub struct CreateParams {
     #[serde(default, deserialize_with = "present")]
     cluster_agent_id: Option<Value>,
     kubernetes_namespace: Option<String>,
+    /// glagent's extension: every namespace, the first being
+    /// `kubernetes_namespace`.
+    #[serde(default, deserialize_with = "present")]
+    kubernetes_namespaces: Option<Value>,
     flux_resource_path: Option<String>,
+}
+
+/// `kubernetes_namespaces`: a list, or one string separated by commas;
+/// `null` or empty for none.
+fn namespaces(value: Option<Value>) -> ApiResult<Option<Vec<String>>> {
+    let refused = || ApiError::BadRequest("kubernetes_namespaces must be a list of namespace names".into());
+    let names: Vec<String> = match value {
+        None => return Ok(None),
+        Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(refused))
+            .collect::<ApiResult<_>>()?,
+        Some(_) => return Err(refused()),
+    };
+    Ok(Some(
+        names
+            .into_iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+    ))
+}
+
+/// Puts a namespace list into a link: the first is GitLab's
+/// `kubernetes_namespace`.
+fn set_namespaces(link: &mut ClusterLink, mut all: Vec<String>) {
+    if all.is_empty() {
+        link.namespace = None;
+        link.more_namespaces.clear();
+    } else {
+        link.namespace = Some(all.remove(0));
+        link.more_namespaces = all;
+    }
 }
 
 pub async fn create(
@@ -104,17 +143,22 @@ pub async fn create(
             "slug is automatically generated and cannot be changed".into(),
         ));
     }
+    let mut link = ClusterLink {
+        agent_id: agent_id(params.cluster_agent_id)?.flatten(),
+        namespace: non_empty(params.kubernetes_namespace),
+        more_namespaces: Vec::new(),
+        flux_resource_path: non_empty(params.flux_resource_path),
+    };
+    if let Some(all) = namespaces(params.kubernetes_namespaces)? {
+        set_namespaces(&mut link, all);
+    }
     let input = EnvironmentInput {
         name: params.name.unwrap_or_default(),
         external_url: non_empty(params.external_url),
         tier: non_empty(params.tier),
         description: non_empty(params.description),
         auto_stop_setting: non_empty(params.auto_stop_setting),
-        link: ClusterLink {
-            agent_id: agent_id(params.cluster_agent_id)?.flatten(),
-            namespace: non_empty(params.kubernetes_namespace),
-            flux_resource_path: non_empty(params.flux_resource_path),
-        },
+        link,
     };
     let environment = state.create_environment(&project, input).await?;
     let shown = show(&state, &caller, &project, &environment).await?;
@@ -136,6 +180,8 @@ pub struct UpdateParams {
     cluster_agent_id: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     kubernetes_namespace: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    kubernetes_namespaces: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     flux_resource_path: Option<Value>,
 }
@@ -179,6 +225,7 @@ pub async fn update(
     let mut link = ClusterLink {
         agent_id: environment.cluster_agent_id,
         namespace: environment.kubernetes_namespace.clone(),
+        more_namespaces: environment.more_namespaces.clone(),
         flux_resource_path: environment.flux_resource_path.clone(),
     };
     let agent_given = params.cluster_agent_id.is_some();
@@ -187,11 +234,18 @@ pub async fn update(
         if agent.is_none() {
             // No agent, no cluster: the namespace and Flux object go too.
             link.namespace = None;
+            link.more_namespaces.clear();
             link.flux_resource_path = None;
         }
     }
     if let Some(namespace) = text(params.kubernetes_namespace, "kubernetes_namespace")? {
+        if namespace.is_none() {
+            link.more_namespaces.clear();
+        }
         link.namespace = namespace;
+    }
+    if let Some(all) = namespaces(params.kubernetes_namespaces)? {
+        set_namespaces(&mut link, all);
     }
     if let Some(path) = text(params.flux_resource_path, "flux_resource_path")? {
         link.flux_resource_path = path;
@@ -200,6 +254,7 @@ pub async fn update(
     // request names one; the shapes are checked always.
     environment.cluster_agent_id = link.agent_id;
     environment.kubernetes_namespace = link.namespace;
+    environment.more_namespaces = link.more_namespaces;
     environment.flux_resource_path = link.flux_resource_path;
     let saved = state.save_environment(&project, &environment, agent_given).await?;
     Ok(Json(show(&state, &caller, &project, &saved).await?))
@@ -305,6 +360,14 @@ async fn show_in(
         let receptive = state.store.url_configuration(agent.id).await?.is_some();
         shown.cluster_agent = Some(entities::agent(&agent, &config_project, &config_namespace, receptive));
         shown.kubernetes_namespace = Some(environment.kubernetes_namespace.clone());
+        shown.kubernetes_namespaces = Some(
+            environment
+                .kubernetes_namespace
+                .iter()
+                .chain(&environment.more_namespaces)
+                .cloned()
+                .collect(),
+        );
         shown.flux_resource_path = Some(environment.flux_resource_path.clone());
     }
     Ok(shown)

@@ -36,8 +36,13 @@ impl From<rules::EnvironmentError> for EnvironmentError {
 pub struct ClusterLink {
     pub agent_id: Option<i64>,
     pub namespace: Option<String>,
+    /// glagent's extension: more namespaces the dashboard watches.
+    pub more_namespaces: Vec<String>,
     pub flux_resource_path: Option<String>,
 }
+
+/// How many namespaces an environment may watch in all.
+pub const MAX_NAMESPACES: usize = 10;
 
 /// A new environment as asked for; `tier` is guessed from the name when
 /// absent.
@@ -62,7 +67,157 @@ pub fn validate_auto_stop_setting(setting: &str) -> Result<(), EnvironmentError>
     }
 }
 
+/// A CI job's `environment:kubernetes`: the agent as
+/// `<config project path>:<agent name>`, a namespace, a Flux resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubernetesTarget {
+    pub agent: String,
+    pub namespace: Option<String>,
+    pub flux_resource_path: Option<String>,
+}
+
+impl KubernetesTarget {
+    /// The shapes: an agent named `path:name`, a namespace only with an
+    /// agent (always here), a Flux resource only with a namespace.
+    pub fn validate(&self) -> Result<(), EnvironmentError> {
+        if self
+            .agent
+            .rsplit_once(':')
+            .is_none_or(|(path, name)| path.is_empty() || name.is_empty())
+        {
+            return Err(EnvironmentError::Invalid(format!(
+                "environment kubernetes agent {:?} must be <project path>:<agent name>",
+                self.agent
+            )));
+        }
+        if let Some(namespace) = &self.namespace {
+            rules::validate_namespace(namespace)?;
+        }
+        if let Some(path) = &self.flux_resource_path {
+            if self.namespace.is_none() {
+                return Err(EnvironmentError::Invalid(
+                    "environment kubernetes flux_resource_path needs a namespace".into(),
+                ));
+            }
+            rules::validate_flux_resource_path(path)?;
+        }
+        Ok(())
+    }
+}
+
 impl Services {
+    /// The environment a CI job deploys to, created on its first
+    /// deployment (with the job's tier, else guessed from the name). Its
+    /// cluster link is filled from the job's `kubernetes` target while it
+    /// has none, if the job's user may use that agent through its
+    /// `user_access` and the agent may be linked to the project; otherwise
+    /// the target is ignored (as GitLab ignores it), with a log line.
+    pub async fn environment_for_job(
+        &self,
+        project: &Project,
+        name: &str,
+        tier: Option<&str>,
+        user: &User,
+        kubernetes: Option<&KubernetesTarget>,
+    ) -> Result<Environment, EnvironmentError> {
+        let existing = self
+            .store
+            .environments(project.id)
+            .await?
+            .into_iter()
+            .find(|e| e.name == name);
+        let mut environment = match existing {
+            Some(environment) => environment,
+            None => {
+                let input = EnvironmentInput {
+                    name: name.to_string(),
+                    tier: tier.map(str::to_string),
+                    ..EnvironmentInput::default()
+                };
+                self.create_environment(project, input).await?
+            }
+        };
+        let Some(target) = kubernetes else {
+            return Ok(environment);
+        };
+        target.validate()?;
+        if environment.cluster_agent_id.is_some() {
+            return Ok(environment);
+        }
+        let Some(agent) = self.job_may_use(user, target).await? else {
+            tracing::info!(
+                project_id = project.id,
+                environment = %environment.name,
+                agent = %target.agent,
+                "the job's environment:kubernetes is ignored: its user may not use that agent"
+            );
+            return Ok(environment);
+        };
+        let link = ClusterLink {
+            agent_id: Some(agent.id),
+            namespace: target.namespace.clone(),
+            more_namespaces: Vec::new(),
+            flux_resource_path: target.flux_resource_path.clone(),
+        };
+        if let Err(refused) = self.check_cluster_link(project, &link, true).await {
+            tracing::info!(
+                project_id = project.id,
+                environment = %environment.name,
+                agent = %target.agent,
+                reason = %refused,
+                "the job's environment:kubernetes is ignored"
+            );
+            return Ok(environment);
+        }
+        environment.cluster_agent_id = link.agent_id;
+        environment.kubernetes_namespace = link.namespace;
+        environment.flux_resource_path = link.flux_resource_path;
+        let saved = self.store.save_environment(&environment).await?;
+        tracing::info!(
+            project_id = project.id,
+            environment_id = saved.id,
+            agent_id = agent.id,
+            "environment linked by its first deployment"
+        );
+        Ok(saved)
+    }
+
+    /// The agent a target names, if `user` may act through it (its
+    /// `user_access` gives them an identity, as the proxy would).
+    async fn job_may_use(&self, user: &User, target: &KubernetesTarget) -> Result<Option<Agent>, StoreError> {
+        let Some((path, name)) = target.agent.rsplit_once(':') else {
+            return Ok(None);
+        };
+        let config_project = match self.store.project_by_full_path(path).await {
+            Ok(found) => found,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let agent = match self.store.agent_by_name(config_project.id, name).await {
+            Ok(found) => found,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let Ok(config) = self.configs.current(&config_project, &agent).await else {
+            return Ok(None);
+        };
+        let Some(access) = &config.user_access else {
+            return Ok(None);
+        };
+        let roles = crate::access::user_access_roles(&self.store, user, access).await?;
+        let facts = glagent_core::identity::UserFacts {
+            agent_id: agent.id,
+            config_project_id: config_project.id,
+            username: &user.username,
+            project_roles: &roles.projects,
+            group_roles: &roles.groups,
+            access_type: "ci_job",
+        };
+        Ok(glagent_core::identity::user_identity(Some(access), &facts)
+            .is_ok()
+            .then_some(agent))
+    }
+
     /// Creates an environment after every rule: the name, the URL, the
     /// tier, the link's shapes, and the agent's sharing.
     pub async fn create_environment(
@@ -96,6 +251,7 @@ impl Services {
                 auto_stop_setting,
                 cluster_agent_id: input.link.agent_id,
                 kubernetes_namespace: input.link.namespace,
+                more_namespaces: input.link.more_namespaces,
                 flux_resource_path: input.link.flux_resource_path,
             })
             .await
@@ -127,6 +283,28 @@ impl Services {
                 ));
             }
             rules::validate_namespace(namespace)?;
+        }
+        if !link.more_namespaces.is_empty() {
+            let Some(first) = &link.namespace else {
+                return Err(EnvironmentError::Invalid(
+                    "kubernetes_namespaces needs a kubernetes_namespace first".into(),
+                ));
+            };
+            if link.more_namespaces.len() + 1 > MAX_NAMESPACES {
+                return Err(EnvironmentError::Invalid(format!(
+                    "kubernetes_namespaces holds at most {MAX_NAMESPACES} namespaces"
+                )));
+            }
+            let mut seen = vec![first.as_str()];
+            for namespace in &link.more_namespaces {
+                rules::validate_namespace(namespace)?;
+                if seen.contains(&namespace.as_str()) {
+                    return Err(EnvironmentError::Invalid(format!(
+                        "kubernetes_namespaces names {namespace:?} twice"
+                    )));
+                }
+                seen.push(namespace);
+            }
         }
         if let Some(path) = &link.flux_resource_path {
             if link.namespace.is_none() {
@@ -199,6 +377,7 @@ impl Services {
         let link = ClusterLink {
             agent_id: environment.cluster_agent_id,
             namespace: environment.kubernetes_namespace.clone(),
+            more_namespaces: environment.more_namespaces.clone(),
             flux_resource_path: environment.flux_resource_path.clone(),
         };
         self.check_cluster_link(project, &link, agent_given).await?;

@@ -891,8 +891,9 @@ impl Store {
         let now = now();
         sqlx::query_as::<_, Environment>(
             "INSERT INTO environments (project_id, name, slug, external_url, description, tier, state, \
-             auto_stop_setting, cluster_agent_id, kubernetes_namespace, flux_resource_path, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'available', $7, $8, $9, $10, $11, $12) RETURNING *",
+             auto_stop_setting, cluster_agent_id, kubernetes_namespace, flux_resource_path, created_at, updated_at, \
+             more_namespaces) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'available', $7, $8, $9, $10, $11, $12, $13) RETURNING *",
         )
         .bind(new.project_id)
         .bind(&new.name)
@@ -906,6 +907,7 @@ impl Store {
         .bind(&new.flux_resource_path)
         .bind(&now)
         .bind(&now)
+        .bind(new.more_namespaces.join(","))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, "name has already been taken"))
@@ -935,7 +937,7 @@ impl Store {
         sqlx::query_as::<_, Environment>(
             "UPDATE environments SET external_url = $1, description = $2, tier = $3, state = $4, \
              auto_stop_setting = $5, cluster_agent_id = $6, kubernetes_namespace = $7, flux_resource_path = $8, \
-             updated_at = $9 WHERE project_id = $10 AND id = $11 RETURNING *",
+             updated_at = $9, more_namespaces = $12 WHERE project_id = $10 AND id = $11 RETURNING *",
         )
         .bind(&environment.external_url)
         .bind(&environment.description)
@@ -948,6 +950,7 @@ impl Store {
         .bind(now())
         .bind(environment.project_id)
         .bind(environment.id)
+        .bind(environment.more_namespaces.join(","))
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)

@@ -419,6 +419,9 @@ pub struct Environment {
     pub auto_stop_setting: String,
     pub cluster_agent_id: Option<i64>,
     pub kubernetes_namespace: Option<String>,
+    /// glagent's extension: namespaces watched besides
+    /// `kubernetes_namespace`.
+    pub more_namespaces: Vec<String>,
     pub flux_resource_path: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -440,6 +443,12 @@ impl sqlx::FromRow<'_, AnyRow> for Environment {
             auto_stop_setting: row.try_get("auto_stop_setting")?,
             cluster_agent_id: row.try_get("cluster_agent_id")?,
             kubernetes_namespace: row.try_get("kubernetes_namespace")?,
+            more_namespaces: row
+                .try_get::<String, _>("more_namespaces")?
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
             flux_resource_path: row.try_get("flux_resource_path")?,
             created_at: time(row, "created_at")?,
             updated_at: time(row, "updated_at")?,
@@ -458,6 +467,7 @@ pub struct NewEnvironment {
     pub auto_stop_setting: String,
     pub cluster_agent_id: Option<i64>,
     pub kubernetes_namespace: Option<String>,
+    pub more_namespaces: Vec<String>,
     pub flux_resource_path: Option<String>,
 }
 

@@ -88,7 +88,8 @@ struct ClustersPage {
     can_admin: bool,
     tab: Tab,
     project_count: usize,
-    shared_count: usize,
+    /// Known on the Shared agents tab only.
+    shared_count: Option<usize>,
     agents: Vec<AgentRow>,
     available: Vec<String>,
     created: Option<Created>,
@@ -266,9 +267,15 @@ pub(crate) async fn clusters(
         Ok(rows) => rows,
         Err(error) => return unavailable(error),
     };
-    let shared = match shared_rows(web, &project).await {
-        Ok(rows) => rows,
-        Err(error) => return unavailable(error),
+    // Which agents are shared needs every agent's configuration: read
+    // only on the tab that lists them.
+    let shared = if tab == Tab::Shared {
+        match shared_rows(web, &project).await {
+            Ok(rows) => Some(rows),
+            Err(error) => return unavailable(error),
+        }
+    } else {
+        None
     };
     let registered: Vec<&str> = own.iter().map(|a| a.name.as_str()).collect();
     // Configuration folders with no agent of that name yet.
@@ -281,7 +288,7 @@ pub(crate) async fn clusters(
     } else {
         StatusCode::OK
     };
-    let (project_count, shared_count) = (own.len(), shared.len());
+    let (project_count, shared_count) = (own.len(), shared.as_ref().map(Vec::len));
     let html = ClustersPage {
         user: Some(current.user.username.clone()),
         csrf: current.csrf(),
@@ -291,7 +298,7 @@ pub(crate) async fn clusters(
         tab,
         project_count,
         shared_count,
-        agents: if tab == Tab::Shared { shared } else { own },
+        agents: shared.unwrap_or(own),
         available,
         created,
         error,

@@ -41,6 +41,8 @@ pub struct Form {
     pub external_url: String,
     pub agent_id: String,
     pub namespace: String,
+    /// More namespaces, separated by commas.
+    pub more_namespaces: String,
     pub flux_resource_path: String,
 }
 
@@ -108,7 +110,8 @@ pub struct Cluster {
     pub status: &'static str,
     pub status_class: &'static str,
     pub last_contact: String,
-    pub namespace: String,
+    /// Every namespace watched, separated by commas.
+    pub namespaces: String,
     pub flux_resource_path: String,
     pub proxy: String,
 }
@@ -144,6 +147,7 @@ pub async fn handle(web: &Web, current: &SignedIn, path: &str, action: Action) -
                         .map(|id| id.to_string())
                         .unwrap_or_default(),
                     namespace: environment.kubernetes_namespace.clone().unwrap_or_default(),
+                    more_namespaces: environment.more_namespaces.join(", "),
                     flux_resource_path: environment.flux_resource_path.clone().unwrap_or_default(),
                 };
                 Ok(form_page(web, current, &project, Some(id), form, None).await)
@@ -212,7 +216,12 @@ async fn find(web: &Web, project: &Project, id: i64) -> Result<Option<Environmen
 async fn row(web: &Web, current: &SignedIn, environment: &Environment) -> Result<EnvironmentRow, StoreError> {
     let cluster = match web.linked_agent(&current.user, environment).await? {
         Some((agent, _)) => match &environment.kubernetes_namespace {
-            Some(namespace) => format!("{} · {namespace}", agent.name),
+            Some(namespace) => {
+                let all: Vec<&str> = std::iter::once(namespace.as_str())
+                    .chain(environment.more_namespaces.iter().map(String::as_str))
+                    .collect();
+                format!("{} · {}", agent.name, all.join(", "))
+            }
             None => agent.name,
         },
         None => String::new(),
@@ -344,6 +353,12 @@ fn link_of(form: &Form) -> Result<ClusterLink, String> {
     Ok(ClusterLink {
         agent_id: agent_of(form)?,
         namespace: optional(&form.namespace),
+        more_namespaces: form
+            .more_namespaces
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
         flux_resource_path: optional(&form.flux_resource_path),
     })
 }
@@ -395,6 +410,7 @@ async fn update(web: &Web, current: &SignedIn, project: &Project, id: i64, form:
     environment.external_url = optional(&form.external_url);
     environment.cluster_agent_id = link.agent_id;
     environment.kubernetes_namespace = link.namespace;
+    environment.more_namespaces = link.more_namespaces;
     environment.flux_resource_path = link.flux_resource_path;
     match web.save_environment(project, &environment, agent_changed).await {
         Ok(_) => Ok(Redirect::to(&format!("/{}/-/environments/{id}", project.full_path)).into_response()),
@@ -433,7 +449,13 @@ async fn show(
                 status,
                 status_class,
                 last_contact: last.map(ago).unwrap_or_else(|| "Never".into()),
-                namespace: environment.kubernetes_namespace.clone().unwrap_or_default(),
+                namespaces: environment
+                    .kubernetes_namespace
+                    .iter()
+                    .chain(&environment.more_namespaces)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
                 flux_resource_path: environment.flux_resource_path.clone().unwrap_or_default(),
                 proxy: web.urls.k8s_proxy_path(),
             })

@@ -152,6 +152,7 @@ pub async fn dispatch(State(web): State<Web>, request: Request) -> Response {
                 external_url: field("external_url"),
                 agent_id: field("cluster_agent_id"),
                 namespace: field("kubernetes_namespace"),
+                more_namespaces: field("more_namespaces"),
                 flux_resource_path: field("flux_resource_path"),
             };
             let action = match target {

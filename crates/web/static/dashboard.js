@@ -177,7 +177,9 @@ const fluxPaths = (resource) => {
 
 const overview = document.getElementById("k8s-overview");
 if (overview) {
-  const { agentId, namespace, flux, proxy, csrf } = overview.dataset;
+  const { agentId, flux, proxy, csrf } = overview.dataset;
+  // GitLab's one namespace, or glagent's several.
+  const namespaces = (overview.dataset.namespaces ?? "").split(",").filter((n) => n !== "");
   const api = cluster(proxy, agentId, csrf);
   // Every distinct refusal, as the API server (or kas) worded it.
   const errorBox = document.getElementById("k8s-error");
@@ -194,11 +196,17 @@ if (overview) {
     if (state) node.dataset.state = state;
   };
   const dashboardState = document.getElementById("dashboard-state");
+  // Synced once every list and watch of the page is.
   const streams = new Set();
-  const state = (name) => (stream) => {
-    if (stream === "Synced") streams.add(name);
-    else streams.delete(name);
-    setBadge(dashboardState, streams.size ? "Synced" : "Updating", streams.size ? "success" : "neutral");
+  const synced = new Set();
+  const state = (name) => {
+    streams.add(name);
+    return (stream) => {
+      if (stream === "Synced") synced.add(name);
+      else synced.delete(name);
+      const all = synced.size === streams.size;
+      setBadge(dashboardState, all ? "Synced" : "Updating", all ? "success" : "neutral");
+    };
   };
 
   // The details drawer.
@@ -329,8 +337,9 @@ if (overview) {
 
   // Pods by phase, the health, and the table.
   const podTable = document.querySelector("#pods tbody");
-  if (namespace && podTable) {
+  if (namespaces.length && podTable) {
     const pods = new Map();
+    const key = (object) => `${object.metadata.namespace}/${object.metadata.name}`;
     let filter = null;
     const health = document.getElementById("health");
     const tiles = document.querySelectorAll("#pod-phases [data-phase]");
@@ -341,7 +350,7 @@ if (overview) {
       }),
     );
     const drawPods = () => {
-      const all = [...pods.values()].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+      const all = [...pods.values()].sort((a, b) => key(a).localeCompare(key(b)));
       const phase = (pod) => pod.status?.phase ?? "Pending";
       tiles.forEach((tile) => {
         tile.querySelector("[data-count]").textContent = all.filter((p) => phase(p) === tile.dataset.phase).length;
@@ -383,28 +392,32 @@ if (overview) {
           ),
       );
     };
-    api.follow(`/api/v1/namespaces/${namespace}/pods`, {
-      reset: (items) => {
-        pods.clear();
-        items.forEach((p) => pods.set(p.metadata.name, p));
-        drawPods();
-      },
-      event: (type, pod) => {
-        if (type === "DELETED") pods.delete(pod.metadata.name);
-        else pods.set(pod.metadata.name, pod);
-        drawPods();
-      },
-      state: state("pods"),
-      failed: (error) => {
-        setBadge(health, "Unknown", "neutral", "unknown");
-        showError(error);
-      },
-    });
+    // One list and watch per namespace; each keeps its own pods.
+    for (const namespace of namespaces) {
+      const mine = (pod) => pod.metadata.namespace === namespace;
+      api.follow(`/api/v1/namespaces/${namespace}/pods`, {
+        reset: (items) => {
+          for (const [k, pod] of pods) if (mine(pod)) pods.delete(k);
+          items.forEach((p) => pods.set(key(p), p));
+          drawPods();
+        },
+        event: (type, pod) => {
+          if (type === "DELETED") pods.delete(key(pod));
+          else pods.set(key(pod), pod);
+          drawPods();
+        },
+        state: state(`pods/${namespace}`),
+        failed: (error) => {
+          setBadge(health, "Unknown", "neutral", "unknown");
+          showError(error);
+        },
+      });
+    }
 
     const serviceTable = document.querySelector("#services tbody");
     const services = new Map();
     const drawServices = () => {
-      const all = [...services.values()].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+      const all = [...services.values()].sort((a, b) => key(a).localeCompare(key(b)));
       document.getElementById("service-count").textContent = all.length;
       serviceTable.replaceChildren(
         ...all.map((svc) =>
@@ -422,20 +435,23 @@ if (overview) {
         ),
       );
     };
-    api.follow(`/api/v1/namespaces/${namespace}/services`, {
-      reset: (items) => {
-        services.clear();
-        items.forEach((s) => services.set(s.metadata.name, s));
-        drawServices();
-      },
-      event: (type, svc) => {
-        if (type === "DELETED") services.delete(svc.metadata.name);
-        else services.set(svc.metadata.name, svc);
-        drawServices();
-      },
-      state: state("services"),
-      failed: showError,
-    });
+    for (const namespace of namespaces) {
+      const mine = (svc) => svc.metadata.namespace === namespace;
+      api.follow(`/api/v1/namespaces/${namespace}/services`, {
+        reset: (items) => {
+          for (const [k, svc] of services) if (mine(svc)) services.delete(k);
+          items.forEach((s) => services.set(key(s), s));
+          drawServices();
+        },
+        event: (type, svc) => {
+          if (type === "DELETED") services.delete(key(svc));
+          else services.set(key(svc), svc);
+          drawServices();
+        },
+        state: state(`services/${namespace}`),
+        failed: showError,
+      });
+    }
   }
 }
 

@@ -31,7 +31,10 @@ try {
 
   await page.click("nav.tabs >> text=Shared agents");
   await page.waitForURL(/tab=shared/);
-  report("shared agents", { rows: await rows(page) });
+  report("shared agents", {
+    rows: await rows(page),
+    tabs: await page.$$eval("nav.tabs a", (tabs) => tabs.map((t) => t.textContent.replace(/\s+/g, " ").trim())),
+  });
   await page.screenshot({ path: `${SCREENSHOTS}/clusters-shared.png`, fullPage: true });
 
   await page.click("nav.tabs >> text=Available configurations");

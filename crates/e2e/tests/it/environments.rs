@@ -568,3 +568,163 @@ async fn an_environment_is_created_in_the_page_from_the_agents_namespaces_and_fl
         "{help}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_jobs_fill_an_environment_s_dashboard_and_an_environment_watches_several_namespaces() {
+    let dashboard = Dashboard::start().await;
+    let setup = &dashboard.setup;
+    let carol = crate::support::member(setup, "carol", 30, &["api"]).await;
+    let job = |body: Value| {
+        let (http, url, carol) = (setup.kas.http(), setup.kas.api("/ci/jobs"), carol.clone());
+        async move {
+            let response = http
+                .post(url)
+                .header("PRIVATE-TOKEN", carol)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let environment = |name: &'static str| async move {
+        let (_, found) = call(
+            &setup.kas,
+            "GET",
+            &format!("/projects/{}/environments?name={name}", setup.project_id),
+            None,
+        )
+        .await;
+        found[0].clone()
+    };
+    let flux_path = format!("helm.toolkit.fluxcd.io/v2/namespaces/{}/helmreleases/app", dashboard.ns);
+    let kubernetes = json!({
+        "agent": format!("{}:edge", setup.project_path),
+        "namespace": dashboard.ns,
+        "flux_resource_path": flux_path,
+    });
+    let deploy = |job_id: i64, environment: &str, kubernetes: Value| {
+        json!({"project_id": setup.project_id, "pipeline_id": 7, "job_id": job_id, "ref": "feature-1",
+               "environment": environment, "environment_kubernetes": kubernetes})
+    };
+
+    // Bad input is refused before anything is made.
+    let (status, body) = job(deploy(2000, "review/feature-1", json!({"agent": "edge"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("<project path>:<agent name>"), "{body}");
+    assert_eq!(environment("review/feature-1").await, Value::Null, "nothing created");
+
+    // The first deployment creates the environment and links it.
+    let (status, body) = job(deploy(2001, "review/feature-1", kubernetes.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let review = environment("review/feature-1").await;
+    assert_eq!(review["tier"], "development", "guessed from the name");
+    assert_eq!(review["cluster_agent"]["id"], setup.agent_id, "{review}");
+    assert_eq!(review["kubernetes_namespace"], json!(dashboard.ns));
+    assert_eq!(review["flux_resource_path"], json!(flux_path));
+    // A later deployment naming another namespace changes nothing.
+    let (status, _) = job(deploy(
+        2002,
+        "review/feature-1",
+        json!({"agent": format!("{}:edge", setup.project_path), "namespace": "elsewhere"}),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        environment("review/feature-1").await["kubernetes_namespace"],
+        json!(dashboard.ns)
+    );
+    // An agent that does not let the job's user in is ignored, as GitLab does.
+    let (_, platform) = call(&setup.kas, "POST", "/projects", Some(json!({"name": "platform"}))).await;
+    call(
+        &setup.kas,
+        "POST",
+        &format!("/projects/{}/cluster_agents", platform["id"]),
+        Some(json!({"name": "private-k8s"})),
+    )
+    .await;
+    let private = json!({"agent": format!("{}:private-k8s", platform["path_with_namespace"].as_str().unwrap())});
+    let (status, _) = job(deploy(2003, "review/feature-2", private)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let unlinked = environment("review/feature-2").await;
+    assert!(
+        unlinked["name"] == "review/feature-2" && unlinked.get("cluster_agent").is_none(),
+        "{unlinked}"
+    );
+    assert!(setup.kas.log().contains("environment:kubernetes is ignored"));
+
+    // The job's environment page has its dashboard.
+    let http = signed_in_client(setup, "wendy", PASSWORD).await;
+    let page = http
+        .get(format!(
+            "{}/{}/-/environments/{}",
+            setup.kas.url, setup.project_path, review["id"]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("data-namespaces=\"{}\"", dashboard.ns)),
+        "{page}"
+    );
+
+    // Several namespaces: the dashboard watches each.
+    let ns2 = KubeEnv::shared().namespace("env-ui-db").await;
+    let pods: Api<Pod> = Api::namespaced(KubeEnv::shared().client().await, &ns2);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-1"},
+        "spec": {"containers": [{"name": "main", "image": "postgres"}]}
+    }))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while pods.create(&PostParams::default(), &pod).await.is_err() {
+        assert!(Instant::now() < deadline, "creating db-1");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let url = format!(
+        "/projects/{}/environments/{}",
+        setup.project_id, dashboard.environment_id
+    );
+    let (status, body) = call(
+        &setup.kas,
+        "PUT",
+        &url,
+        Some(json!({"kubernetes_namespaces": [dashboard.ns, dashboard.ns]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("twice"), "{body}");
+    let (status, body) = call(
+        &setup.kas,
+        "PUT",
+        &url,
+        Some(json!({"kubernetes_namespaces": [dashboard.ns, ns2]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["kubernetes_namespaces"], json!([dashboard.ns, ns2]));
+    assert_eq!(
+        body["kubernetes_namespace"],
+        json!(dashboard.ns),
+        "GitLab's field: the first"
+    );
+    let mut browser = dashboard.browser();
+    browser.run(json!({"do": "wait", "selector": "#pods tr[data-pod=db-1]"}));
+    let pods = browser.run(json!({"do": "texts", "selector": "#pods tbody tr td:first-child"}));
+    let mut names: Vec<&str> = pods["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["db-1", "migrate-1", "web-1", "web-2"],
+        "pods of both namespaces"
+    );
+    assert_eq!(count(&mut browser, "Pending"), "4");
+}

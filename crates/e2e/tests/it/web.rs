@@ -589,7 +589,7 @@ async fn the_clusters_tabs_and_the_agent_activity_show_what_kas_knows() {
     assert_eq!(own["rows"][0]["name"], "edge", "{own}");
     assert_eq!(
         own["tabs"],
-        json!(["Project agents 1", "Shared agents 1", "Available configurations 1"]),
+        json!(["Project agents 1", "Shared agents", "Available configurations 1"]),
         "{own}"
     );
     let shared = step(&lines, "shared agents");
@@ -599,6 +599,7 @@ async fn the_clusters_tabs_and_the_agent_activity_show_what_kas_knows() {
         "only the shared one: {shared}"
     );
     assert_eq!(shared["rows"][0]["name"], "shared-one");
+    assert_eq!(shared["tabs"][1], "Shared agents 1", "{shared}");
     assert_eq!(shared["rows"][0]["configuration"], "External project (CI/CD access)");
     assert_eq!(shared["rows"][0]["badges"], json!(["Shared"]));
     assert_eq!(shared["rows"][0]["status"], "Never connected");

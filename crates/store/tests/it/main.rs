@@ -354,6 +354,7 @@ async fn environments_are_saved_and_unlinked_from_deleted_agents(store: Store) {
         auto_stop_setting: "always".into(),
         cluster_agent_id: Some(agent.id),
         kubernetes_namespace: Some("review-x".into()),
+        more_namespaces: vec!["review-x-db".into(), "review-x-cache".into()],
         flux_resource_path: None,
     };
     let created = store.create_environment(&new).await.unwrap();
@@ -362,6 +363,7 @@ async fn environments_are_saved_and_unlinked_from_deleted_agents(store: Store) {
         (EnvironmentState::Available, Tier::Development)
     );
     assert_eq!(created.cluster_agent_id, Some(agent.id));
+    assert_eq!(created.more_namespaces, ["review-x-db", "review-x-cache"]);
     match store.create_environment(&new).await {
         Err(StoreError::Conflict(message)) => assert!(message.contains("already been taken"), "{message}"),
         other => panic!("a second environment of the same name: {other:?}"),
@@ -370,7 +372,9 @@ async fn environments_are_saved_and_unlinked_from_deleted_agents(store: Store) {
     let mut stopped = created.clone();
     stopped.state = EnvironmentState::Stopped;
     stopped.external_url = None;
+    stopped.more_namespaces = vec!["review-x-db".into()];
     let saved = store.save_environment(&stopped).await.unwrap();
+    assert_eq!(saved.more_namespaces, ["review-x-db"]);
     assert_eq!(
         (saved.state, saved.external_url.as_deref()),
         (EnvironmentState::Stopped, None)
