@@ -188,6 +188,76 @@ impl Kas {
     pub fn api(&self, path: &str) -> String {
         format!("{}/api/v4{path}", self.url)
     }
+
+    /// A REST call as root: the status and the JSON body (`null` when
+    /// there is none).
+    pub async fn root_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self
+            .http()
+            .request(method, self.api(path))
+            .header("PRIVATE-TOKEN", &self.root_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("kas answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A new project of root's with one agent and one token of it: where
+    /// the benchmarks start.
+    pub async fn project_with_agent(&self, project: &str, agent: &str) -> ProjectAgent {
+        let created = |what: &str, (status, body): (reqwest::StatusCode, serde_json::Value)| {
+            assert!(status.is_success(), "creating {what}: {status} {body}");
+            body
+        };
+        let found = created(
+            "the project",
+            self.root_call("POST", "/projects", Some(serde_json::json!({"name": project})))
+                .await,
+        );
+        let project_id = found["id"].as_i64().expect("a project id");
+        let project_path = found["path_with_namespace"].as_str().expect("a path").to_string();
+        let found = created(
+            "the agent",
+            self.root_call(
+                "POST",
+                &format!("/projects/{project_id}/cluster_agents"),
+                Some(serde_json::json!({"name": agent})),
+            )
+            .await,
+        );
+        let agent_id = found["id"].as_i64().expect("an agent id");
+        let found = created(
+            "the agent token",
+            self.root_call(
+                "POST",
+                &format!("/projects/{project_id}/cluster_agents/{agent_id}/tokens"),
+                Some(serde_json::json!({"name": "t"})),
+            )
+            .await,
+        );
+        ProjectAgent {
+            project_id,
+            project_path,
+            agent_id,
+            token: found["token"].as_str().expect("a token").to_string(),
+        }
+    }
+}
+
+/// What [`Kas::project_with_agent`] made.
+pub struct ProjectAgent {
+    pub project_id: i64,
+    pub project_path: String,
+    pub agent_id: i64,
+    pub token: String,
 }
 
 impl Drop for Kas {

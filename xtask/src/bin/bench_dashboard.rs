@@ -56,61 +56,34 @@ async fn bench() -> Result<()> {
         },
     )
     .await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        kas.http()
-            .request(method, kas.api(path))
-            .header("PRIVATE-TOKEN", &kas.root_token)
-            .json(&body)
-            .send()
-    };
-    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "apps"}))
-        .await?
-        .json()
-        .await?;
-    let pid = project["id"].as_i64().context("project id")?;
-    let path = project["path_with_namespace"].as_str().context("path")?.to_string();
-    let agent: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents"),
-        json!({"name": "bench"}),
-    )
-    .await?
-    .json()
-    .await?;
-    let aid = agent["id"].as_i64().context("agent id")?;
+    let fixture = kas.project_with_agent("apps", "bench").await;
+    let (pid, aid, path) = (fixture.project_id, fixture.agent_id, fixture.project_path.clone());
     let config = format!("user_access:\n  access_as:\n    agent: {{}}\n  projects:\n    - id: {path}\n");
-    let written = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
-        json!({"branch": "main", "content": config, "commit_message": "agent"}),
-    )
-    .await?;
+    let (status, _) = kas
+        .root_call(
+            "POST",
+            &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
+            Some(json!({"branch": "main", "content": config, "commit_message": "agent"})),
+        )
+        .await;
     anyhow::ensure!(
-        written.status().is_success(),
-        "writing the agent's configuration failed"
+        status.is_success(),
+        "writing the agent's configuration failed: {status}"
     );
-    let token: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
-        json!({"name": "t"}),
-    )
-    .await?
-    .json()
-    .await?;
-    let environment: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/environments"),
-        json!({"name": "production", "cluster_agent_id": aid, "kubernetes_namespace": ns}),
-    )
-    .await?
-    .json()
-    .await?;
+    let (status, environment) = kas
+        .root_call(
+            "POST",
+            &format!("/projects/{pid}/environments"),
+            Some(json!({"name": "production", "cluster_agent_id": aid, "kubernetes_namespace": ns})),
+        )
+        .await;
+    anyhow::ensure!(status.is_success(), "creating the environment: {environment}");
     let eid = environment["id"].as_i64().context("environment id")?;
     let mut agentk = Agentk::start(
         &release.join("agentk"),
         AgentkOptions {
             kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
-            token: token["token"].as_str().context("token")?.to_string(),
+            token: fixture.token.clone(),
             ca_file: Some(kas.ca_file()),
             kubeconfig: Some(env.kubeconfig_path()),
             ..Default::default()

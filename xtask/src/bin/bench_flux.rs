@@ -14,7 +14,7 @@ use glagent_test_support::flux::{git_repositories, install_crds};
 use glagent_test_support::kas::{Kas, KasOptions};
 use glagent_test_support::kube::KubeEnv;
 use kube::api::{Api, DynamicObject, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PUSHES: usize = 20;
 const TARGET_MS: f64 = 200.0;
@@ -45,36 +45,8 @@ async fn bench() -> Result<()> {
     install_crds();
     let ns = env.namespace("bench-flux").await;
     let kas = Kas::start(&release.join("kas"), KasOptions::default()).await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        kas.http()
-            .request(method, kas.api(path))
-            .header("PRIVATE-TOKEN", &kas.root_token)
-            .json(&body)
-            .send()
-    };
-    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "apps"}))
-        .await?
-        .json()
-        .await?;
-    let pid = project["id"].as_i64().context("project id")?;
-    let path = project["path_with_namespace"].as_str().context("path")?.to_string();
-    let agent: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents"),
-        json!({"name": "bench"}),
-    )
-    .await?
-    .json()
-    .await?;
-    let aid = agent["id"].as_i64().context("agent id")?;
-    let token: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
-        json!({"name": "t"}),
-    )
-    .await?
-    .json()
-    .await?;
+    let fixture = kas.project_with_agent("apps", "bench").await;
+    let (pid, path) = (fixture.project_id, fixture.project_path.clone());
     let repositories: Api<DynamicObject> = Api::namespaced_with(env.client().await, &ns, &git_repositories());
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
@@ -86,7 +58,7 @@ async fn bench() -> Result<()> {
         &release.join("agentk"),
         AgentkOptions {
             kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
-            token: token["token"].as_str().context("token")?.to_string(),
+            token: fixture.token.clone(),
             ca_file: Some(kas.ca_file()),
             kubeconfig: Some(env.kubeconfig_path()),
             env: vec![("POD_NAMESPACE".into(), ns.clone())],
@@ -103,13 +75,16 @@ async fn bench() -> Result<()> {
     let mut latencies = Vec::new();
     for i in 0..PUSHES {
         let before = requested_at(&repositories.get("apps").await?);
-        let response = api(
-            reqwest::Method::POST,
-            &format!("/projects/{pid}/repository/files/push-{i}.txt"),
-            json!({"branch": "main", "content": format!("push {i}\n"), "commit_message": format!("push {i}")}),
-        )
-        .await?;
-        anyhow::ensure!(response.status().is_success(), "commit {i}: {}", response.status());
+        let (status, _) = kas
+            .root_call(
+                "POST",
+                &format!("/projects/{pid}/repository/files/push-{i}.txt"),
+                Some(
+                    json!({"branch": "main", "content": format!("push {i}\n"), "commit_message": format!("push {i}")}),
+                ),
+            )
+            .await;
+        anyhow::ensure!(status.is_success(), "commit {i}: {status}");
         let pushed = Instant::now();
         loop {
             if requested_at(&repositories.get("apps").await?) != before {

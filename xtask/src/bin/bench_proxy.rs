@@ -418,44 +418,19 @@ async fn start_pair(
         options.env = vec![("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}"))];
     }
     let kas = Kas::start(&binaries.join("kas"), options).await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        kas.http()
-            .request(method, kas.api(path))
-            .header("PRIVATE-TOKEN", &kas.root_token)
-            .json(&body)
-            .send()
-    };
-    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "bench"}))
-        .await?
-        .json()
-        .await?;
-    let pid = project["id"].as_i64().context("project id")?;
-    let agent: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents"),
-        json!({"name": "bench"}),
-    )
-    .await?
-    .json()
-    .await?;
-    let aid = agent["id"].as_i64().context("agent id")?;
-    let token: Value = api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
-        json!({"name": "t"}),
-    )
-    .await?
-    .json()
-    .await?;
-    api(
-        reqwest::Method::POST,
-        &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
-        json!({"branch": "main", "commit_message": "c", "content": "user_access:\n  projects:\n    - id: root/bench\n"}),
-    )
-    .await?;
+    let fixture = kas.project_with_agent("bench", "bench").await;
+    let (pid, aid) = (fixture.project_id, fixture.agent_id);
+    let (status, _) = kas
+        .root_call(
+            "POST",
+            &format!("/projects/{pid}/repository/files/.gitlab%2Fagents%2Fbench%2Fconfig.yaml"),
+            Some(json!({"branch": "main", "commit_message": "c", "content": format!("user_access:\n  projects:\n    - id: {}\n", fixture.project_path)})),
+        )
+        .await;
+    anyhow::ensure!(status.is_success(), "writing the agent's configuration: {status}");
     let mut options = AgentkOptions {
         kas_address: format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port),
-        token: token["token"].as_str().context("token")?.to_string(),
+        token: fixture.token.clone(),
         ca_file: Some(kas.ca_file()),
         kubeconfig: Some(env.kubeconfig_path()),
         ..Default::default()
@@ -468,14 +443,14 @@ async fn start_pair(
             // The agent serves TLS with a self-signed certificate, which the
             // URL configuration trusts as its ca_cert.
             let cert = rcgen::generate_simple_self_signed(vec!["agent.bench".to_string()])?;
-            let config: Value = api(
-                reqwest::Method::POST,
-                &format!("/projects/{pid}/cluster_agents/{aid}/url_configurations"),
-                json!({"url": format!("grpcs://127.0.0.1:{agent_port}"), "ca_cert": cert.cert.pem(), "tls_host": "agent.bench"}),
-            )
-            .await?
-            .json()
-            .await?;
+            let (status, config) = kas
+                .root_call(
+                    "POST",
+                    &format!("/projects/{pid}/cluster_agents/{aid}/url_configurations"),
+                    Some(json!({"url": format!("grpcs://127.0.0.1:{agent_port}"), "ca_cert": cert.cert.pem(), "tls_host": "agent.bench"})),
+                )
+                .await;
+            anyhow::ensure!(status.is_success(), "creating the URL configuration: {config}");
             std::fs::create_dir_all(&dir)?;
             let write = |name: &str, content: &str| -> Result<String> {
                 let path = dir.join(name);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use glagent_test_support::kas::{Kas, KasOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const AGENTS: usize = 1000;
 const GETS: usize = 200;
@@ -37,28 +37,20 @@ async fn bench() -> Result<()> {
         },
     )
     .await;
-    let api = |method: reqwest::Method, path: &str, body: Value| {
-        kas.http()
-            .request(method, kas.api(path))
-            .header("PRIVATE-TOKEN", &kas.root_token)
-            .json(&body)
-            .send()
-    };
-    let project: Value = api(reqwest::Method::POST, "/projects", json!({"name": "fleet"}))
-        .await?
-        .json()
-        .await?;
+    let (status, project) = kas.root_call("POST", "/projects", Some(json!({"name": "fleet"}))).await;
+    anyhow::ensure!(status.is_success(), "creating the project: {project}");
     let pid = project["id"].as_i64().context("project id")?;
     let path = project["path_with_namespace"].as_str().context("path")?.to_string();
     let started = Instant::now();
     for i in 0..AGENTS {
-        let response = api(
-            reqwest::Method::POST,
-            &format!("/projects/{pid}/cluster_agents"),
-            json!({"name": format!("agent-{i:04}")}),
-        )
-        .await?;
-        anyhow::ensure!(response.status().is_success(), "agent {i}: {}", response.status());
+        let (status, _) = kas
+            .root_call(
+                "POST",
+                &format!("/projects/{pid}/cluster_agents"),
+                Some(json!({"name": format!("agent-{i:04}")})),
+            )
+            .await;
+        anyhow::ensure!(status.is_success(), "agent {i}: {status}");
     }
     println!("registered {AGENTS} agents in {:?}", started.elapsed());
 

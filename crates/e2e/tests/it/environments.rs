@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::support::kubelet::pods_on_a_stand_in_kubelet;
 use crate::support::{agent_with_cluster_access, as_admin};
-use crate::web::{signed_in_client, wendy_as};
+use crate::web::{form_token, signed_in_client, wendy_as};
 use crate::{Setup, call};
 
 const PASSWORD: &str = "correct horse battery";
@@ -425,11 +425,9 @@ async fn the_proxy_refuses_a_session_without_its_csrf_token_with_two_agents_from
 
     // After signing out, the same cookie and token are refused.
     let page = http.get(&dashboard.url).send().await.unwrap().text().await.unwrap();
-    let needle = "name=\"authenticity_token\" value=\"";
-    let start = page.find(needle).unwrap() + needle.len();
     let out = http
         .post(format!("{}/users/sign_out", setup.kas.url))
-        .form(&[("authenticity_token", &page[start..start + 64])])
+        .form(&[("authenticity_token", &form_token(&page))])
         .send()
         .await
         .unwrap();
@@ -552,6 +550,38 @@ async fn an_environment_is_created_in_the_page_from_the_agents_namespaces_and_fl
     let rows = browser.run(json!({"do": "texts", "selector": "table[data-environments] tbody tr td:first-child"}));
     assert_eq!(rows["texts"], json!(["production", "staging"]));
     browser.screenshot("environments.png");
+
+    // Edit it (one more namespace), then stop and delete it from its page.
+    browser.run(json!({"do": "goto", "url": format!("{environments}/{}", staging["id"])}));
+    browser.run(json!({"do": "click", "selector": "main a:has-text('Edit')"}));
+    browser.run(json!({"do": "fill", "selector": "#environment-more-namespaces", "value": "app-green"}));
+    browser.run(json!({"do": "click", "selector": "[data-environment-form] button[type=submit]"}));
+    browser.run(json!({"do": "wait", "selector": "#k8s-overview"}));
+    let (_, edited) = call(
+        &setup.kas,
+        "GET",
+        &format!("/projects/{}/environments/{}", setup.project_id, staging["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        edited["kubernetes_namespaces"],
+        json!([dashboard.ns, "app-green"]),
+        "{edited}"
+    );
+    assert_eq!(edited["flux_resource_path"], json!(flux_path), "the rest kept");
+    browser.run(json!({"do": "click", "selector": "main button:has-text('Stop')"}));
+    browser.run(json!({"do": "wait", "selector": "h1", "text": "stopped"}));
+    browser.run(json!({"do": "click", "selector": "main button:has-text('Delete')"}));
+    browser.run(json!({"do": "wait", "selector": "table[data-environments]"}));
+    let (status, _) = call(
+        &setup.kas,
+        "GET",
+        &format!("/projects/{}/environments/{}", setup.project_id, staging["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "deleted");
 
     // Where the user may not list namespaces, the form says so and still
     // takes a typed one.

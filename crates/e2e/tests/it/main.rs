@@ -159,17 +159,7 @@ impl Setup {
 
 /// A REST call as root.
 pub async fn call(kas: &Kas, method: &str, path: &str, body: Option<Value>) -> (reqwest::StatusCode, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = kas
-        .http()
-        .request(method, kas.api(path))
-        .header("PRIVATE-TOKEN", &kas.root_token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    kas.root_call(method, path, body).await
 }
 
 /// A kubeconfig whose server does not answer: for tests that do not need

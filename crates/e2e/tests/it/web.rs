@@ -134,6 +134,13 @@ async fn a_person_signs_in_sees_their_projects_and_signs_out_in_a_real_browser()
     }
 }
 
+/// The CSRF token of a page's first form.
+pub(crate) fn form_token(html: &str) -> String {
+    let needle = "name=\"authenticity_token\" value=\"";
+    let start = html.find(needle).expect("a form with its token") + needle.len();
+    html[start..start + 64].to_string()
+}
+
 /// The sign-in form's cookie and token, as a browser gets them.
 async fn sign_in_form(http: &reqwest::Client, setup: &Setup) -> (String, String) {
     let response = http
@@ -148,10 +155,7 @@ async fn sign_in_form(http: &reqwest::Client, setup: &Setup) -> (String, String)
         .next()
         .unwrap()
         .to_string();
-    let html = response.text().await.unwrap();
-    let needle = "name=\"authenticity_token\" value=\"";
-    let start = html.find(needle).unwrap() + needle.len();
-    let token = html[start..start + 64].to_string();
+    let token = form_token(&response.text().await.unwrap());
     (cookie, token)
 }
 
@@ -376,9 +380,7 @@ async fn project_pages_hide_other_projects_and_refuse_foreign_forms() {
         .text()
         .await
         .unwrap();
-    let needle = "name=\"authenticity_token\" value=\"";
-    let start = page.find(needle).unwrap() + needle.len();
-    let token = page[start..start + 64].to_string();
+    let token = form_token(&page);
     let post = |form: Vec<(&'static str, String)>, origin: Option<&'static str>| {
         let (http, url) = (
             http.clone(),
@@ -720,9 +722,7 @@ async fn the_live_status_stream_pushes_changes_and_ends_with_the_session() {
         .text()
         .await
         .unwrap();
-    let needle = "name=\"authenticity_token\" value=\"";
-    let start = page.find(needle).unwrap() + needle.len();
-    let token = &page[start..start + 64];
+    let token = &form_token(&page);
     let out = http
         .post(format!("{}/users/sign_out", setup.kas.url))
         .form(&[("authenticity_token", token)])
