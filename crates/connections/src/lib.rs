@@ -1,18 +1,22 @@
 //! kas's agent connections: the endpoint agents dial
 //! (`/-/kubernetes-agent/`, WebSocket or raw tunnel), the dialing of
 //! receptive agents ([`receptive`]), the registry of live connections, the
-//! per-connection session that keeps each agent registered and configured
-//! and checks its token, and — with several replicas — the routes to agents
-//! that other replicas hold, with the signing of private requests.
+//! per-connection session that keeps each agent registered and configured,
+//! the replica's [`upkeep`] of them all (revocations, last use, pushes; a
+//! cost that does not grow with their number while they idle), and — with
+//! several replicas — the routes to agents that other replicas hold, with
+//! the signing of private requests.
 //!
 //! Connections listen for changes of access: a revoked agent token or a
-//! deleted agent closes its connections at once.
+//! deleted agent closes its connections at once (within a second when the
+//! change was made on another replica).
 
 pub mod endpoint;
 pub mod receptive;
 pub mod registry;
 pub mod routing;
 mod session;
+pub mod upkeep;
 
 use std::sync::Arc;
 

@@ -28,6 +28,18 @@ pub struct AgentConnection {
     pub sender: SendRequest<Body>,
     /// Cancelled to close the connection (token revoked, agent deleted).
     pub close: CancellationToken,
+    /// Wakes the connection's session: a push that concerns it.
+    pub wake: tokio::sync::mpsc::UnboundedSender<Wake>,
+}
+
+/// Why a session is woken.
+#[derive(Clone, Debug)]
+pub enum Wake {
+    /// A push to the agent's configuration project, or to a project its
+    /// Flux objects point at.
+    Pushed(glagent_store::PushEvent),
+    /// Pushes may have been missed: look at the configuration again.
+    Refresh,
 }
 
 impl AgentConnection {
@@ -108,6 +120,19 @@ impl AgentRegistry {
         self.lock()
             .values()
             .any(|c| c.agent_id == agent_id && !c.sender.is_closed())
+    }
+
+    /// Every connection here.
+    pub fn all(&self) -> Vec<Arc<AgentConnection>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The tokens of the connections here, sorted, each once.
+    pub fn token_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.lock().values().map(|c| c.token_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// The agents with a connection here, sorted.
@@ -215,6 +240,7 @@ mod tests {
             flux_projects: Mutex::new(Vec::new()),
             sender,
             close: CancellationToken::new(),
+            wake: tokio::sync::mpsc::unbounded_channel().0,
         });
         registry.insert(connection.clone());
         (connection, server)

@@ -1,8 +1,9 @@
 //! The life of one agent connection on kas, however it was made (the agent
 //! dialed a WebSocket or the raw tunnel, or kas dialed a receptive agent):
 //! HTTP/2 (kas as client) over the connection's bytes, the agent's
-//! metadata, configuration pushed on every change of its file, and the
-//! token checked every second.
+//! metadata, configuration pushed on every change of its file (woken by
+//! the replica's upkeep, only for pushes that concern it), and closed when
+//! its token is revoked or its agent deleted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,18 +20,18 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::Connections;
-use crate::registry::AgentConnection;
+use crate::registry::{AgentConnection, Wake};
 
 /// How often the agent's metadata is refreshed (the agent "re-registers").
 const INFO_REFRESH: Duration = Duration::from_secs(300);
-/// How often the token is checked, for revocations made by another replica.
-const TOKEN_CHECK: Duration = Duration::from_secs(1);
-/// The safety-net poll of the configuration file; pushes are instant.
-const CONFIG_POLL: Duration = Duration::from_secs(60);
+/// The safety-net poll of the configuration file, for changes no push
+/// announced (pushes reach the connection at once, on every replica
+/// through `services::repository::relay_pushes_forever`); each connection
+/// polls at its own random phase so that many do not poll together.
+const CONFIG_POLL: Duration = Duration::from_secs(900);
 /// How long one request to the agent may take.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,6 +74,7 @@ where
         }
     };
     let mut driver = tokio::spawn(driver);
+    let (wake, mut wakes) = tokio::sync::mpsc::unbounded_channel();
     let connection = Arc::new(AgentConnection {
         key: connections.registry.next_key(),
         agent_id: agent.id,
@@ -84,6 +86,7 @@ where
         flux_projects: Mutex::new(Vec::new()),
         sender,
         close,
+        wake,
     });
     connections.registry.insert(connection.clone());
     if let Some(routing) = &connections.routing {
@@ -101,7 +104,6 @@ where
         connection: connection.clone(),
         last_commit: None,
     };
-    let mut pushes = services.events.pushes();
     session.refresh_info().await;
     let pod = connection
         .info()
@@ -118,8 +120,10 @@ where
     let flux = tokio::spawn(follow_flux_projects(connection.clone()));
 
     let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
-    let mut token_tick = tokio::time::interval(TOKEN_CHECK);
-    let mut poll_tick = tokio::time::interval_at(tokio::time::Instant::now() + CONFIG_POLL, CONFIG_POLL);
+    let phase = CONFIG_POLL.mul_f64(rand::random::<f64>());
+    let mut poll_tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, CONFIG_POLL);
+    // Revocations, deletions and the use of the token are the replica's
+    // upkeep (`crate::upkeep`): nothing here queries the store while idle.
     let reason = loop {
         tokio::select! {
             result = &mut driver => break match result {
@@ -128,25 +132,17 @@ where
                 Err(error) => format!("connection task failed: {error}"),
             },
             _ = connection.close.cancelled() => break "closed by kas: token revoked, agent deleted or URL configuration removed".to_string(),
-            push = pushes.recv() => match push {
-                Ok(event) => {
+            woken = wakes.recv() => match woken {
+                Some(Wake::Pushed(event)) => {
                     if event.project_id == project.id {
                         session.send_config_if_changed().await;
                     }
                     session.reconcile_flux(&project, event.project_id).await;
                 }
-                Err(RecvError::Lagged(_)) => session.send_config_if_changed().await,
-                Err(RecvError::Closed) => break "kas is shutting down".to_string(),
+                Some(Wake::Refresh) => session.send_config_if_changed().await,
+                None => break "kas is shutting down".to_string(),
             },
-            _ = token_tick.tick() => {
-                if !services.store.agent_token_active(connection.token_id).await.unwrap_or(true) {
-                    break "the agent token was revoked".to_string();
-                }
-            }
-            _ = info_tick.tick() => {
-                session.refresh_info().await;
-                let _ = services.store.touch_agent_token(connection.token_id).await;
-            }
+            _ = info_tick.tick() => session.refresh_info().await,
             _ = poll_tick.tick() => session.send_config_if_changed().await,
         }
     };

@@ -283,6 +283,12 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
             shutdown.clone().cancelled_owned(),
         ))
     });
+    // Revocations, last use and pushes for every connection this replica holds.
+    tokio::spawn(glagent_connections::upkeep::run(
+        services.clone(),
+        connections.clone(),
+        shutdown.clone(),
+    ));
     let receptive = services.settings.receptive_agents.then(|| {
         tokio::spawn(glagent_connections::receptive::run(
             services.clone(),

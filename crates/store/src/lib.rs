@@ -538,13 +538,16 @@ impl Store {
         Ok(Paged { items, total })
     }
 
+    /// Deletes an agent (its tokens go with it), and records it for the
+    /// replicas holding its connections ([`Store::revocations_after`]).
     pub async fn delete_agent(&self, project_id: i64, agent_id: i64) -> Result<()> {
         let done = sqlx::query("DELETE FROM cluster_agents WHERE project_id = $1 AND id = $2")
             .bind(project_id)
             .bind(agent_id)
             .execute(&self.pool)
             .await?;
-        found(done)
+        found(done)?;
+        self.record_revocation(None, Some(agent_id)).await
     }
 
     // ---- agent tokens ----
@@ -610,6 +613,8 @@ impl Store {
     }
 
     /// Revokes an active token. Revoked tokens stay as records.
+    /// Revokes a token, and records the revocation for the replicas
+    /// holding its connections ([`Store::revocations_after`]).
     pub async fn revoke_agent_token(&self, agent_id: i64, token_id: i64) -> Result<()> {
         let done = sqlx::query(
             "UPDATE cluster_agent_tokens SET status = 1, revoked_at = $1 WHERE agent_id = $2 AND id = $3 AND status = 0",
@@ -619,7 +624,8 @@ impl Store {
         .bind(token_id)
         .execute(&self.pool)
         .await?;
-        found(done)
+        found(done)?;
+        self.record_revocation(Some(token_id), None).await
     }
 
     /// The active token with this digest and its agent: how an agent is
@@ -1018,6 +1024,85 @@ impl Store {
             .bind(now())
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+}
+
+/// Revocations for the replicas (tokens revoked, agents deleted).
+impl Store {
+    async fn record_revocation(&self, token_id: Option<i64>, agent_id: Option<i64>) -> Result<()> {
+        sqlx::query("INSERT INTO revocations (token_id, agent_id, created_at) VALUES ($1, $2, $3)")
+            .bind(token_id)
+            .bind(agent_id)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest revocation's id (0 when there is none): where a replica
+    /// starts reading.
+    pub async fn latest_revocation(&self) -> Result<i64> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM revocations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(latest.unwrap_or(0))
+    }
+
+    /// The revocations after `after`, oldest first.
+    pub async fn revocations_after(&self, after: i64) -> Result<Vec<Revocation>> {
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT id, token_id, agent_id FROM revocations WHERE id > $1 ORDER BY id")
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, token_id, agent_id)| Revocation { id, token_id, agent_id })
+            .collect())
+    }
+
+    /// Forgets revocations older than `age`.
+    pub async fn forget_revocations_older_than(&self, age: std::time::Duration) -> Result<()> {
+        sqlx::query("DELETE FROM revocations WHERE created_at < $1")
+            .bind(Timestamp::before_now(age).to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Which of `token_ids` are active tokens, sorted (checked in batches
+    /// of 500).
+    pub async fn active_agent_token_ids(&self, token_ids: &[i64]) -> Result<Vec<i64>> {
+        let mut active = Vec::new();
+        for chunk in token_ids.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            // Ids are integers this kas holds, never input.
+            let found: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM cluster_agent_tokens WHERE status = 0 AND id IN ({list})"
+            )))
+            .fetch_all(&self.pool)
+            .await?;
+            active.extend(found);
+        }
+        active.sort_unstable();
+        Ok(active)
+    }
+
+    /// Records the use of many agent tokens at once (the connections a
+    /// replica holds), in batches of 500.
+    pub async fn touch_agent_tokens(&self, token_ids: &[i64]) -> Result<()> {
+        let now = now();
+        for chunk in token_ids.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            // Ids are integers this kas holds, never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE cluster_agent_tokens SET last_used_at = $1 WHERE id IN ({list})"
+            )))
+            .bind(&now)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 }

@@ -616,3 +616,11 @@ impl sqlx::FromRow<'_, AnyRow> for AgentEvent {
         })
     }
 }
+
+/// A token revoked (`token_id`) or an agent deleted (`agent_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub id: i64,
+    pub token_id: Option<i64>,
+    pub agent_id: Option<i64>,
+}

@@ -50,6 +50,7 @@ both_backends!(
     one_replica_holds_each_receptive_agent_until_it_stops_renewing,
     passwords_and_web_sessions,
     agent_activity_keeps_the_newest_and_reports_a_repeated_error_once,
+    revocations_are_read_in_order_after_a_cursor,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -574,4 +575,46 @@ async fn agent_activity_keeps_the_newest_and_reports_a_repeated_error_once(store
         .await
         .unwrap();
     assert!(store.agent_events(agent.id, 10).await.unwrap().is_empty());
+}
+
+async fn revocations_are_read_in_order_after_a_cursor(store: Store) {
+    let alice = user(&store, "alice-revocations").await;
+    let g = group(&store, "revocations", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
+    let other = store.create_agent(p.id, "b", alice.id).await.unwrap();
+    let token = store
+        .create_agent_token(&NewAgentToken {
+            agent_id: agent.id,
+            name: "t".into(),
+            description: None,
+            token_digest: secret::new_agent_token().digest(),
+            created_by: alice.id,
+        })
+        .await
+        .unwrap();
+    let start = store.latest_revocation().await.unwrap();
+    store.touch_agent_tokens(&[token.id]).await.unwrap();
+    assert!(
+        store
+            .active_agent_token(agent.id, token.id)
+            .await
+            .unwrap()
+            .last_used_at
+            .is_some()
+    );
+    store.revoke_agent_token(agent.id, token.id).await.unwrap();
+    store.delete_agent(p.id, other.id).await.unwrap();
+    let seen = store.revocations_after(start).await.unwrap();
+    assert_eq!(
+        seen.iter().map(|r| (r.token_id, r.agent_id)).collect::<Vec<_>>(),
+        [(Some(token.id), None), (None, Some(other.id))]
+    );
+    assert!(store.revocations_after(seen[1].id).await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .forget_revocations_older_than(std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(store.revocations_after(start).await.unwrap().is_empty());
 }
