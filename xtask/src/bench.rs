@@ -182,6 +182,11 @@ pub fn agent_idle(root: &Path) -> Result<()> {
 
 /// Builds kas, agentk and the driver `bench-<name>` in release and runs it.
 fn driver(root: &Path, name: &str) -> Result<()> {
+    driver_with(root, name, &[])
+}
+
+/// [`driver`], passing `args` to the driver.
+fn driver_with(root: &Path, name: &str, args: &[String]) -> Result<()> {
     let driver = format!("bench-{name}");
     let status = Command::new("cargo")
         .args([
@@ -197,7 +202,9 @@ fn driver(root: &Path, name: &str) -> Result<()> {
         .current_dir(root)
         .status()?;
     anyhow::ensure!(status.success(), "release build failed");
-    let status = Command::new(target_dir(root).join("release").join(&driver)).status()?;
+    let status = Command::new(target_dir(root).join("release").join(&driver))
+        .args(args)
+        .status()?;
     anyhow::ensure!(status.success(), "the {name} benchmark failed");
     Ok(())
 }
@@ -220,4 +227,9 @@ pub fn flux(root: &Path) -> Result<()> {
 /// `cargo xtask bench dashboard` (see `bin/bench_dashboard.rs`).
 pub fn dashboard(root: &Path) -> Result<()> {
     driver(root, "dashboard")
+}
+
+/// `cargo xtask bench fleet [--agents N]` (see `bin/bench_fleet.rs`).
+pub fn fleet(root: &Path, args: &[String]) -> Result<()> {
+    driver_with(root, "fleet", args)
 }

@@ -40,10 +40,13 @@ fn main() -> Result<()> {
             Some("flux") => bench::flux(&workspace_root()),
             Some("ui") => bench::ui(&workspace_root()),
             Some("dashboard") => bench::dashboard(&workspace_root()),
-            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux|ui|dashboard"),
+            Some("fleet") => bench::fleet(&workspace_root(), &std::env::args().skip(3).collect::<Vec<_>>()),
+            _ => bail!("usage: cargo xtask bench agent-idle|proxy|flux|ui|dashboard|fleet [--agents N]"),
         },
         _ => {
-            eprintln!("usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui|dashboard");
+            eprintln!(
+                "usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui|dashboard|fleet [--agents N]"
+            );
             std::process::exit(2);
         }
     }

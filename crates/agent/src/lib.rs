@@ -254,7 +254,7 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
 
 /// Serves kas's HTTP/2 requests until the connection ends; returns why.
 /// Counts as a connection to kas while it runs.
-pub(crate) async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> String {
+pub async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> String {
     let io = TokioIo::new(io);
     state.connections.fetch_add(1, Ordering::Relaxed);
     let service = TowerToHyperService::new(tunnel_server::router(state.clone()));

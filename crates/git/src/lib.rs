@@ -215,6 +215,66 @@ impl Repos {
         }))
     }
 
+    /// Every file named `name` one directory below `dir` at `commit`, by
+    /// that directory's name (`.gitlab/agents/<agent>/config.yaml` for all
+    /// agents at once): two git processes whatever their number.
+    pub async fn files_below(
+        &self,
+        project_id: i64,
+        commit: &str,
+        dir: &str,
+        name: &str,
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, GitError> {
+        let mut found = std::collections::HashMap::new();
+        let listing = match self
+            .git(project_id, &["ls-tree", "-r", "-z", commit, "--", dir], &[], None)
+            .await
+        {
+            Ok(out) => out,
+            Err(GitError::Command { .. }) => return Ok(found),
+            Err(e) => return Err(e),
+        };
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let suffix = format!("/{name}");
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+            let entry = String::from_utf8_lossy(entry);
+            let Some((meta, path)) = entry.split_once('\t') else {
+                continue;
+            };
+            let fields: Vec<&str> = meta.split(' ').collect();
+            let Some(sub) = path.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(&suffix)) else {
+                continue;
+            };
+            if fields.get(1) == Some(&"blob") && !sub.contains('/') {
+                wanted.push((sub.to_string(), fields[2].to_string()));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let request: String = wanted.iter().map(|(_, blob)| format!("{blob}\n")).collect();
+        let out = self
+            .git(project_id, &["cat-file", "--batch"], &[], Some(request.as_bytes()))
+            .await?;
+        // `<id> blob <size>\n<content>\n`, in the order asked.
+        let mut rest = &out[..];
+        for (sub, _) in wanted {
+            let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+                break;
+            };
+            let header = String::from_utf8_lossy(&rest[..end]).to_string();
+            rest = &rest[end + 1..];
+            let size: usize = header.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            if rest.len() < size {
+                break;
+            }
+            found.insert(sub, rest[..size].to_vec());
+            rest = rest.get(size + 1..).unwrap_or_default();
+        }
+        Ok(found)
+    }
+
     /// The names of the directories under `dir` at a revision (empty when
     /// the revision or directory is absent).
     pub async fn list_dirs(&self, project_id: i64, rev: &str, dir: &str) -> Result<Vec<String>, GitError> {
@@ -527,5 +587,47 @@ mod tests {
             .commit_file(1, commit("other", "x", FileChange::Create(vec![]), "m", &author))
             .await;
         assert!(matches!(missing, Err(GitError::NoBranch(_))));
+    }
+
+    #[tokio::test]
+    async fn every_agents_file_is_read_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repos::new(dir.path().to_path_buf()).unwrap();
+        repos.create(1, "main").await.unwrap();
+        let author = Author {
+            name: "A".into(),
+            email: "a@example.com".into(),
+        };
+        let mut last = String::new();
+        for (path, content) in [
+            (".gitlab/agents/a/config.yaml", "a: 1\n"),
+            (".gitlab/agents/b/config.yaml", ""),
+            (".gitlab/agents/b/other.yaml", "no"),
+            (".gitlab/agents/c/deeper/config.yaml", "no"),
+            ("config.yaml", "no"),
+        ] {
+            let change = FileChange::Create(content.as_bytes().to_vec());
+            last = repos
+                .commit_file(1, commit("main", path, change, "add", &author))
+                .await
+                .unwrap()
+                .after;
+        }
+        let files = repos
+            .files_below(1, &last, ".gitlab/agents", "config.yaml")
+            .await
+            .unwrap();
+        let mut names: Vec<&String> = files.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(files["a"], b"a: 1\n");
+        assert_eq!(files["b"], b"");
+        assert!(
+            repos
+                .files_below(1, &last, "nowhere", "config.yaml")
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

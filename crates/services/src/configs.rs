@@ -34,8 +34,22 @@ pub enum LoadError {
     Git(#[from] GitError),
 }
 
+/// The configuration files of a project's agents at one commit, by agent.
+type FilesAtCommit = Arc<std::collections::HashMap<String, Vec<u8>>>;
+
 pub struct AgentConfigs {
     repos: Arc<Repos>,
+    /// The HEAD reads in flight, by project: callers that come while one
+    /// runs share its answer (a push that wakes a thousand connections of
+    /// one project resolves HEAD once), later callers read again; a push
+    /// forgets the read in flight, so no one gets a HEAD from before it.
+    heads: parking_lot::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::OnceCell<Option<String>>>>>,
+    /// Every agent's file at a commit, read in one pass (commits never
+    /// change, so nothing invalidates these).
+    files: TtlCache<(i64, String), FilesAtCommit>,
+    /// One reader per project at a time, so that concurrent sessions wait
+    /// for the first one's read instead of repeating it.
+    readers: parking_lot::Mutex<std::collections::HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Parsed configurations by agent id, with their project's id. Emptied
     /// for a project when it is pushed to, and after a minute, for pushes
     /// that reached another kas replica.
@@ -48,6 +62,9 @@ impl AgentConfigs {
     pub fn new(repos: Arc<Repos>) -> AgentConfigs {
         AgentConfigs {
             repos,
+            heads: Default::default(),
+            files: TtlCache::new(Self::TTL),
+            readers: Default::default(),
             parsed: TtlCache::new(Self::TTL),
         }
     }
@@ -74,9 +91,45 @@ impl AgentConfigs {
         self.at_commit(project, agent, commit_id).await.map(Some)
     }
 
+    fn reader(&self, project_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        self.readers.lock().entry(project_id).or_default().clone()
+    }
+
     async fn head(&self, project: &Project) -> Result<Option<String>, GitError> {
+        let read = self.heads.lock().entry(project.id).or_default().clone();
         let branch = format!("refs/heads/{}", project.default_branch);
-        self.repos.resolve(project.id, &branch).await
+        let head = read
+            .get_or_try_init(|| self.repos.resolve(project.id, &branch))
+            .await
+            .cloned();
+        let mut heads = self.heads.lock();
+        if heads
+            .get(&project.id)
+            .is_some_and(|current| Arc::ptr_eq(current, &read))
+        {
+            heads.remove(&project.id);
+        }
+        head
+    }
+
+    /// Every agent's configuration file of the project at `commit`.
+    async fn files_at(&self, project: &Project, commit: &str) -> Result<FilesAtCommit, GitError> {
+        let key = (project.id, commit.to_string());
+        if let Some(files) = self.files.get(&key) {
+            return Ok(files);
+        }
+        let reader = self.reader(project.id);
+        let _turn = reader.lock().await;
+        if let Some(files) = self.files.get(&key) {
+            return Ok(files);
+        }
+        let files = Arc::new(
+            self.repos
+                .files_below(project.id, commit, ".gitlab/agents", "config.yaml")
+                .await?,
+        );
+        self.files.insert(key, files.clone());
+        Ok(files)
     }
 
     async fn at_commit(
@@ -87,11 +140,11 @@ impl AgentConfigs {
     ) -> Result<ConfigAtHead, GitError> {
         let path = config_file_path(&agent.name);
         let file = match &commit_id {
-            Some(commit) => self.repos.read_file(project.id, commit, &path).await?,
+            Some(commit) => self.files_at(project, commit).await?.get(&agent.name).cloned(),
             None => None,
         };
         let file_exists = file.is_some();
-        let content = file.map(|f| f.content).unwrap_or_default();
+        let content = file.unwrap_or_default();
         let parsed = parse_config(&path, &content);
         Ok(ConfigAtHead {
             path,
@@ -117,6 +170,7 @@ impl AgentConfigs {
 
     /// Forgets every agent of a project (its repository changed).
     pub(crate) fn invalidate_project(&self, project_id: i64) {
+        self.heads.lock().remove(&project_id);
         self.parsed.retain(|_, (project, _)| *project != project_id);
     }
 }

@@ -144,6 +144,17 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction that writes: on SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`), so concurrent writers wait their turn
+    /// (busy timeout) instead of failing when a read lock cannot be
+    /// upgraded.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -324,7 +335,7 @@ impl Store {
 
     /// Deletes a namespace; subgroups, projects, agents and tokens go with it.
     pub async fn delete_namespace(&self, id: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         // Members are keyed by (kind, id) without a foreign key.
         let ids = descendants(&mut tx, id).await?;
         for ns in &ids {
@@ -401,7 +412,7 @@ impl Store {
     }
 
     pub async fn delete_project(&self, id: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query("DELETE FROM members WHERE source_kind = 'project' AND source_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -553,9 +564,17 @@ impl Store {
     // ---- agent tokens ----
 
     /// Creates a token unless the agent already has the maximum number of
-    /// active ones. The count and the insert happen in one transaction.
+    /// active ones. The count and the insert happen in one transaction
+    /// that holds the agent (SQLite's write lock, PostgreSQL's row lock),
+    /// so concurrent creations cannot pass the limit together.
     pub async fn create_agent_token(&self, new: &NewAgentToken) -> Result<AgentToken> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM cluster_agents WHERE id = $1 FOR UPDATE")
+                .bind(new.agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let active: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM cluster_agent_tokens WHERE agent_id = $1 AND status = 0")
                 .bind(new.agent_id)

@@ -144,6 +144,11 @@ impl Kas {
         }
     }
 
+    /// The kas process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills kas with SIGKILL: no chance to clean up, as a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -51,6 +51,7 @@ both_backends!(
     passwords_and_web_sessions,
     agent_activity_keeps_the_newest_and_reports_a_repeated_error_once,
     revocations_are_read_in_order_after_a_cursor,
+    concurrent_token_creations_never_pass_the_limit,
 );
 
 async fn user(store: &Store, name: &str) -> User {
@@ -617,4 +618,41 @@ async fn revocations_are_read_in_order_after_a_cursor(store: Store) {
         .await
         .unwrap();
     assert!(store.revocations_after(start).await.unwrap().is_empty());
+}
+
+async fn concurrent_token_creations_never_pass_the_limit(store: Store) {
+    let alice = user(&store, "alice-concurrent").await;
+    let g = group(&store, "concurrent", None).await;
+    let p = project(&store, &g, "p", alice.id).await;
+    let agent = store.create_agent(p.id, "a", alice.id).await.unwrap();
+    let attempts: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_agent_token(&NewAgentToken {
+                        agent_id: agent.id,
+                        name: format!("t{i}"),
+                        description: None,
+                        token_digest: secret::new_agent_token().digest(),
+                        created_by: alice.id,
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(StoreError::Limit(_)) => {}
+            Err(other) => panic!("a concurrent creation failed instead of waiting its turn: {other:?}"),
+        }
+    }
+    assert_eq!(created, 2, "exactly the limit");
+    let active = store
+        .active_agent_tokens(agent.id, Page { page: 1, per_page: 100 })
+        .await
+        .unwrap();
+    assert_eq!(active.total, 2);
 }

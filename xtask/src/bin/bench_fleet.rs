@@ -1,0 +1,239 @@
+//! How many agents one kas holds, run by `cargo xtask bench fleet
+//! [--agents N]` (release kas; default 1,000 agents): N agents registered
+//! through the REST API (timed), then held by a fleet of simulated agents
+//! in this process (`glagent-fleet`: agentk's own dialer and tunnel
+//! server, one connection and token each, over `wss://`). It reports the
+//! connect storm, kas's RSS and CPU while idle, a push to one project
+//! reaching its agent (p50, p99 over 20), one push reaching the 1,000
+//! agents configured in one project, and the storm after a kas restart.
+//! The open-files limit of this process (and so of kas) is raised to its
+//! hard limit. Prints the figures and a `RESULT` line.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use glagent_fleet::{FakeKubernetes, Fleet};
+use glagent_test_support::kas::{Kas, KasOptions};
+use serde_json::json;
+
+/// Agents per project, but for the first, which holds up to 1,000.
+const PER_PROJECT: usize = 100;
+const BIG_PROJECT: usize = 1000;
+const PUSHES: usize = 20;
+
+fn main() -> Result<()> {
+    let mut agents = 1000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agents" => agents = args.next().context("--agents N")?.parse().context("--agents N")?,
+            other => anyhow::bail!("unknown argument {other:?}: use --agents N"),
+        }
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench(agents))
+}
+
+fn raise_open_files() -> Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit.clone())?;
+    Ok(limit.current.unwrap_or(u64::MAX))
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kib / 1024.0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+async fn bench(total: usize) -> Result<()> {
+    let release = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let files = raise_open_files()?;
+    println!("open-files limit raised to {files} (kas inherits it)");
+    let mut kas = Kas::start(&release.join("kas"), KasOptions::default()).await;
+    let pid = kas.pid().context("kas's pid")?;
+    let rss_empty = rss_mib(pid)?;
+
+    // Projects: the first holds up to 1,000 agents, the others 100 each.
+    let mut sizes = vec![total.min(BIG_PROJECT)];
+    let mut left = total - sizes[0];
+    while left > 0 {
+        sizes.push(left.min(PER_PROJECT));
+        left -= sizes[sizes.len() - 1];
+    }
+    let started = Instant::now();
+    let mut projects = Vec::new();
+    for (p, _) in sizes.iter().enumerate() {
+        let (status, project) = kas
+            .root_call("POST", "/projects", Some(json!({"name": format!("fleet-{p}")})))
+            .await;
+        anyhow::ensure!(status.is_success(), "creating project {p}: {project}");
+        projects.push(project["id"].as_i64().context("project id")?);
+    }
+    let wanted: Vec<(usize, i64, String)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(p, size)| (0..*size).map(move |i| (p, format!("agent-{p}-{i}"))))
+        .map(|(p, name)| (p, projects[p], name))
+        .collect();
+    let kas_ref = &kas;
+    let registered: Vec<Result<(usize, String)>> = futures_util::stream::iter(wanted)
+        .map(|(p, pid, name)| async move {
+            let (status, agent) = kas_ref
+                .root_call(
+                    "POST",
+                    &format!("/projects/{pid}/cluster_agents"),
+                    Some(json!({"name": name})),
+                )
+                .await;
+            anyhow::ensure!(status.is_success(), "registering {name}: {agent}");
+            let aid = agent["id"].as_i64().context("agent id")?;
+            let (status, token) = kas_ref
+                .root_call(
+                    "POST",
+                    &format!("/projects/{pid}/cluster_agents/{aid}/tokens"),
+                    Some(json!({"name": "fleet"})),
+                )
+                .await;
+            anyhow::ensure!(status.is_success(), "its token: {token}");
+            Ok((p, token["token"].as_str().context("token")?.to_string()))
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let registered: Vec<(usize, String)> = registered.into_iter().collect::<Result<_>>()?;
+    let registration = started.elapsed();
+    println!(
+        "registered {total} agents and their tokens in {} projects through the REST API: {registration:.1?}",
+        projects.len()
+    );
+
+    let kube = FakeKubernetes::start().await?;
+    let ca = std::fs::read(kas.ca_file())?;
+    let address = format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port);
+    let tokens: Vec<String> = registered.iter().map(|(_, t)| t.clone()).collect();
+    let started = Instant::now();
+    let fleet = Fleet::start(&address, Some(&ca), tokens, &kube).await?;
+    let storm = fleet.wait_connected(total, Duration::from_secs(600)).await?;
+    println!("connect storm (cold): all {total} connected in {storm:.1?}");
+    // Every agent configured (the first update follows the connection).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (0..total).any(|i| fleet.applied_commit(i).is_none()) {
+        anyhow::ensure!(Instant::now() < deadline, "not every agent got its configuration");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("all configured {:.1?} after the start", started.elapsed());
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ticks_before, idle_started) = (cpu_ticks(pid)?, Instant::now());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let ticks = cpu_ticks(pid)? - ticks_before;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let idle_cpu = ticks as f64 / hz / idle_started.elapsed().as_secs_f64() * 100.0;
+    let rss = rss_mib(pid)?;
+    println!(
+        "kas idle with {total} agents: RSS {rss:.1} MiB ({rss_empty:.1} MiB empty, {:.1} KiB per agent), CPU {idle_cpu:.2} % of one core over 60 s",
+        (rss - rss_empty) * 1024.0 / total as f64
+    );
+
+    // A push to one project reaches its agent.
+    let (target_project, target_agent) = if projects.len() > 1 {
+        (
+            1,
+            registered
+                .iter()
+                .position(|(p, _)| *p == 1)
+                .context("an agent of project 1")?,
+        )
+    } else {
+        (0, 0)
+    };
+    let mut latencies = Vec::new();
+    for i in 0..PUSHES {
+        let before = fleet.applied_commit(target_agent);
+        let (status, _) = kas
+            .root_call(
+                "POST",
+                &format!("/projects/{}/repository/files/push-{i}.txt", projects[target_project]),
+                Some(json!({"branch": "main", "content": "x", "commit_message": "push"})),
+            )
+            .await;
+        anyhow::ensure!(status.is_success(), "push {i}");
+        let pushed = Instant::now();
+        while fleet.applied_commit(target_agent) == before {
+            anyhow::ensure!(pushed.elapsed() < Duration::from_secs(30), "push {i} never arrived");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(pushed.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let q = |v: &[f64], q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    let (push_p50, push_p99) = (q(&latencies, 0.5), q(&latencies, 0.99));
+    println!(
+        "push -> the agent of that project ({PUSHES} pushes, {total} connected): p50 {push_p50:.1} ms, p99 {push_p99:.1} ms"
+    );
+
+    // One push to the project of up to 1,000 agents reaches all of them.
+    let big: Vec<usize> = (0..total).filter(|i| registered[*i].0 == 0).collect();
+    let before: Vec<Option<String>> = big.iter().map(|i| fleet.applied_commit(*i)).collect();
+    let (status, _) = kas
+        .root_call(
+            "POST",
+            &format!("/projects/{}/repository/files/shared.txt", projects[0]),
+            Some(json!({"branch": "main", "content": "x", "commit_message": "shared"})),
+        )
+        .await;
+    anyhow::ensure!(status.is_success(), "the shared push");
+    let pushed = Instant::now();
+    while big.iter().zip(&before).any(|(i, b)| fleet.applied_commit(*i) == *b) {
+        anyhow::ensure!(
+            pushed.elapsed() < Duration::from_secs(120),
+            "the shared push never reached every agent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shared = pushed.elapsed();
+    println!(
+        "one push to the project of {} agents reached all of them in {shared:.1?}",
+        big.len()
+    );
+
+    // kas restarts: every agent reconnects, with agentk's backoff.
+    kas.restart().await;
+    // kas is back and ready; its connections went with the old process.
+    let reconnect = fleet.wait_connected(total, Duration::from_secs(600)).await?;
+    println!("after a kas restart (SIGTERM, start): all {total} reconnected {reconnect:.1?} after kas was back");
+    drop(fleet);
+    println!(
+        "RESULT fleet_agents={total} registration_s={:.1} connect_storm_s={:.1} idle_rss_mib={rss:.1} rss_per_agent_kib={:.1} idle_cpu_pct={idle_cpu:.2} push_p50_ms={push_p50:.1} push_p99_ms={push_p99:.1} shared_push_1000_ms={:.0} restart_reconnect_s={:.1}",
+        registration.as_secs_f64(),
+        storm.as_secs_f64(),
+        (rss - rss_empty) * 1024.0 / total as f64,
+        shared.as_secs_f64() * 1000.0,
+        reconnect.as_secs_f64()
+    );
+    Ok(())
+}
