@@ -176,6 +176,20 @@ impl Repos {
         }
     }
 
+    /// The commit a branch points at, read from its loose ref file when it
+    /// has one (no git process: the agents' sessions ask this often), else
+    /// from git (packed refs, a missing branch).
+    pub async fn branch_tip(&self, project_id: i64, branch: &str) -> Result<Option<String>, GitError> {
+        let file = self.path(project_id).join("refs/heads").join(branch);
+        if let Ok(text) = tokio::fs::read_to_string(&file).await {
+            let sha = text.trim();
+            if sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Some(sha.to_string()));
+            }
+        }
+        self.resolve(project_id, &format!("refs/heads/{branch}")).await
+    }
+
     /// Reads a file at a revision; `None` when the revision or file is absent.
     pub async fn read_file(&self, project_id: i64, rev: &str, path: &str) -> Result<Option<FileBlob>, GitError> {
         let Some(commit_id) = self.resolve(project_id, rev).await? else {

@@ -97,9 +97,8 @@ impl AgentConfigs {
 
     async fn head(&self, project: &Project) -> Result<Option<String>, GitError> {
         let read = self.heads.lock().entry(project.id).or_default().clone();
-        let branch = format!("refs/heads/{}", project.default_branch);
         let head = read
-            .get_or_try_init(|| self.repos.resolve(project.id, &branch))
+            .get_or_try_init(|| self.repos.branch_tip(project.id, &project.default_branch))
             .await
             .cloned();
         let mut heads = self.heads.lock();
