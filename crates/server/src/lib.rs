@@ -11,6 +11,7 @@
 pub mod args;
 pub mod bootstrap;
 pub mod charts;
+mod drain;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -68,6 +69,7 @@ pub fn router(services: Services, connections: Connections, proxy: Proxy) -> Rou
             connections.clone(),
             Some(glagent_web::router(services, connections)),
         ))
+        .layer(axum::middleware::from_fn(drain::answer_refusals_after_the_body))
 }
 
 /// The private API other replicas call: proxied requests they forward, and

@@ -19,6 +19,7 @@ mod flux;
 mod install;
 mod kpt;
 mod lifecycle;
+mod limits;
 mod network;
 mod proxy;
 mod receptive;
