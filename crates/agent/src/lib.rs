@@ -151,20 +151,14 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
     let receptive = receptive::Listener::from_args(&args).await?;
     let (kube, kube_config) = kube_client(&args).await?;
     let connection_id = rand::rng().random_range(1..i64::MAX as u64);
-    let state = Arc::new(AgentState {
+    let state = Arc::new(AgentState::new(
         connection_id,
         pod_name,
         pod_namespace,
-        api: api_client::ApiClient::new(&kube_config).context("building the Kubernetes API client")?,
         kube,
+        api_client::ApiClient::new(&kube_config).context("building the Kubernetes API client")?,
         log_level,
-        connections: Default::default(),
-        listening: Default::default(),
-        leader: Default::default(),
-        applied: Default::default(),
-        metrics: Default::default(),
-        flux: Default::default(),
-    });
+    ));
 
     let listener = tokio::net::TcpListener::bind(observability)
         .await

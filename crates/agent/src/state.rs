@@ -70,16 +70,22 @@ impl AgentState {
         self.applied.read().clone()
     }
 
-    /// A disconnected agent whose API server is the one `config` names.
-    #[cfg(test)]
-    pub(crate) fn for_tests(config: &kube::Config) -> AgentState {
+    /// An agent process's state before its first connection.
+    pub fn new(
+        connection_id: u64,
+        pod_name: String,
+        pod_namespace: String,
+        kube: kube::Client,
+        api: crate::api_client::ApiClient,
+        log_level: LogLevel,
+    ) -> AgentState {
         AgentState {
-            connection_id: 1,
-            pod_name: "agentk-0".into(),
-            pod_namespace: "gitlab-agent".into(),
-            kube: kube::Client::try_from(config.clone()).expect("a kube client"),
-            api: crate::api_client::ApiClient::new(config).expect("an API client"),
-            log_level: LogLevel::detached(),
+            connection_id,
+            pod_name,
+            pod_namespace,
+            kube,
+            api,
+            log_level,
             connections: Default::default(),
             listening: Default::default(),
             leader: Default::default(),
@@ -87,6 +93,19 @@ impl AgentState {
             metrics: Default::default(),
             flux: Default::default(),
         }
+    }
+
+    /// A disconnected agent whose API server is the one `config` names.
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: &kube::Config) -> AgentState {
+        AgentState::new(
+            1,
+            "agentk-0".into(),
+            "gitlab-agent".into(),
+            kube::Client::try_from(config.clone()).expect("a kube client"),
+            crate::api_client::ApiClient::new(config).expect("an API client"),
+            LogLevel::detached(),
+        )
     }
 }
 

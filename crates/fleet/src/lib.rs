@@ -123,20 +123,14 @@ impl Fleet {
         let mut agents = Vec::with_capacity(tokens.len());
         let mut tasks = Vec::with_capacity(tokens.len());
         for (i, token) in tokens.into_iter().enumerate() {
-            let state = Arc::new(AgentState {
-                connection_id: i as u64 + 1,
-                pod_name: format!("fleet-{i}"),
-                pod_namespace: "fleet".into(),
-                kube: client.clone(),
-                api: api.clone(),
-                log_level: LogLevel::detached(),
-                connections: Default::default(),
-                listening: Default::default(),
-                leader: Default::default(),
-                applied: Default::default(),
-                metrics: Default::default(),
-                flux: Default::default(),
-            });
+            let state = Arc::new(AgentState::new(
+                i as u64 + 1,
+                format!("fleet-{i}"),
+                "fleet".into(),
+                client.clone(),
+                api.clone(),
+                LogLevel::detached(),
+            ));
             agents.push(state.clone());
             tasks.push(tokio::spawn(run_agent(dialer.clone(), token, state)));
         }
