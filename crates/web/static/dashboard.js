@@ -75,10 +75,14 @@ const cluster = (proxy, agentId, csrf) => {
     follow(path, { reset, event, state, failed }, signal) {
       const sep = path.includes("?") ? "&" : "?";
       (async () => {
+        // After a failure, wait longer each time (1 s up to 30 s): a refused
+        // list is not asked again every second.
+        let failures = 0;
         while (!signal?.aborted) {
           try {
             state?.("Updating");
             const list = await call("GET", path, { signal }).then((r) => r.json());
+            failures = 0;
             reset(list.items ?? []);
             state?.("Synced");
             let version = list.metadata?.resourceVersion ?? "";
@@ -91,11 +95,13 @@ const cluster = (proxy, agentId, csrf) => {
             }
           } catch (error) {
             if (signal?.aborted) return;
+            failures += 1;
             failed?.(error);
           }
           if (signal?.aborted) return;
           state?.("Updating");
-          await new Promise((resolve) => setTimeout(resolve, 1000));
+          const delay = Math.min(30000, 1000 * 2 ** Math.max(0, failures - 1));
+          await new Promise((resolve) => setTimeout(resolve, delay));
         }
       })();
     },
