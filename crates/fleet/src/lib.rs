@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -25,8 +25,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// and any object under `/api/v1/...` as a ConfigMap of that name.
 pub struct FakeKubernetes {
     pub url: String,
-    /// Requests answered.
-    pub requests: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,23 +32,20 @@ impl FakeKubernetes {
     pub async fn start() -> Result<FakeKubernetes> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let requests = Arc::new(AtomicU64::new(0));
-        let counter = requests.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        async move { Ok::<_, Infallible>(answer(request.uri().path())) }
-                    });
+                    let service =
+                        hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                            Ok::<_, Infallible>(answer(request.uri().path()))
+                        });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(socket), service)
                         .await;
                 });
             }
         });
-        Ok(FakeKubernetes { url, requests, task })
+        Ok(FakeKubernetes { url, task })
     }
 }
 
@@ -137,14 +132,6 @@ impl Fleet {
         Ok(Fleet { agents, tasks })
     }
 
-    pub fn len(&self) -> usize {
-        self.agents.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.agents.is_empty()
-    }
-
     /// How many agents are connected now.
     pub fn connected(&self) -> usize {
         self.agents
@@ -181,14 +168,10 @@ impl Drop for Fleet {
     }
 }
 
-/// How many connection attempts all fleets made (for the bench's log).
-pub static ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
-
 async fn run_agent(dialer: Arc<Dialer>, token: String, state: Arc<AgentState>) {
     let user_agent = format!("glagent-fleet/{}", glagent_core::VERSION);
     let mut backoff = glagent_tunnel::Backoff::reconnect();
     loop {
-        ATTEMPTS.fetch_add(1, Ordering::Relaxed);
         match dialer.dial(&token, &user_agent).await {
             Ok(io) => {
                 backoff.reset();

@@ -771,14 +771,6 @@ impl Store {
         Ok(last.and_then(|t| Timestamp::try_from(t).ok()))
     }
 
-    pub async fn agent_token_active(&self, token_id: i64) -> Result<bool> {
-        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cluster_agent_tokens WHERE id = $1 AND status = 0")
-            .bind(token_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(active > 0)
-    }
-
     pub async fn touch_agent_token(&self, token_id: i64) -> Result<()> {
         sqlx::query("UPDATE cluster_agent_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now())

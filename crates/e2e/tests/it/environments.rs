@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::support::kubelet::pods_on_a_stand_in_kubelet;
 use crate::support::{agent_with_cluster_access, as_admin};
-use crate::web::{form_token, signed_in_client, wendy_as};
+use crate::web::{commit_file, form_token, no_redirects, signed_in_client, wendy_as};
 use crate::{Setup, call};
 
 const PASSWORD: &str = "correct horse battery";
@@ -357,11 +357,7 @@ async fn the_proxy_refuses_a_session_without_its_csrf_token_with_two_agents_from
         assert!(set_cookie.contains(attribute), "{attribute} in {set_cookie}");
     }
     // A bare client: only what each case sends (not the site's session).
-    let ca = std::fs::read(setup.kas.ca_file()).unwrap();
-    let bare = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let bare = no_redirects(setup);
     let pods = format!(
         "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/{}/pods",
         setup.kas.url, dashboard.ns
@@ -464,15 +460,13 @@ async fn an_environment_is_created_in_the_page_from_the_agents_namespaces_and_fl
         } else {
             "observability:\n  logging:\n    level: info\n".to_string()
         };
-        let path = format!(".gitlab%2Fagents%2F{name}%2Fconfig.yaml");
-        let (status, body) = call(
-            &setup.kas,
-            "POST",
-            &format!("/projects/{}/repository/files/{path}", platform["id"]),
-            Some(json!({"branch": "main", "content": config, "commit_message": name})),
+        commit_file(
+            setup,
+            &platform["id"],
+            &format!(".gitlab/agents/{name}/config.yaml"),
+            &config,
         )
         .await;
-        assert!(status.is_success(), "{body}");
     }
     let environments = format!("{}/{}/-/environments", setup.kas.url, setup.project_path);
     let mut browser = Browser::start();

@@ -67,9 +67,16 @@ pub(crate) async fn wendy_as(setup: &Setup, level: i64) {
 }
 
 pub(crate) fn no_redirects(setup: &Setup) -> reqwest::Client {
+    client_with(setup, reqwest::header::HeaderMap::new())
+}
+
+/// A client trusting kas, following no redirect, sending `headers` with
+/// every request.
+fn client_with(setup: &Setup, headers: reqwest::header::HeaderMap) -> reqwest::Client {
     let ca = std::fs::read(setup.kas.ca_file()).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .default_headers(headers)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
@@ -339,13 +346,7 @@ pub(crate) async fn signed_in_client(setup: &Setup, username: &str, password: &s
         .to_string();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("cookie", session.parse().unwrap());
-    let ca = std::fs::read(setup.kas.ca_file()).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .default_headers(headers)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    client_with(setup, headers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,7 +502,7 @@ async fn project_pages_hide_other_projects_and_refuse_foreign_forms() {
 }
 
 /// Writes a file on `main` of a project through the Files API, as root.
-async fn commit_file(setup: &Setup, project_id: &Value, path: &str, content: &str) {
+pub(crate) async fn commit_file(setup: &Setup, project_id: &Value, path: &str, content: &str) {
     let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
     let (status, body) = call(
         &setup.kas,
