@@ -50,6 +50,11 @@ pub struct Args {
     /// Extra header for the connection to kas, "Name: value"; repeatable.
     #[arg(long = "kas-header")]
     pub kas_headers: Vec<String>,
+    /// Log lines as text (colours only on a terminal) or json (one object
+    /// per line: time, level, message, module and the fields; the chart's
+    /// default).
+    #[arg(long, env = "AGENTK_LOG_FORMAT", default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
     /// Address of the /metrics, /liveness and /readiness server.
     #[arg(long, env = "AGENTK_OBSERVABILITY_LISTEN_ADDRESS", default_value = ":8080")]
     pub observability_listen_address: String,

@@ -7,6 +7,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,7 +15,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glagent_core::identity::client_may_impersonate;
 use glagent_proto::forwarding::{copy_end_to_end, decode_identity, rebase, via};
-use glagent_proto::{IMPERSONATION_HEADER, Impersonation, K8S_PROXY_PATH, UPGRADE_HEADER};
+use glagent_proto::{IMPERSONATION_HEADER, Impersonation, K8S_PROXY_PATH, UPGRADE_HEADER, UPGRADE_STATUS_HEADER};
+use glagent_telemetry::body::KeepUntilDone;
+use glagent_telemetry::metrics::{OpenGuard, kubernetes_verb};
 use http_body_util::BodyExt;
 
 use crate::state::AgentState;
@@ -40,6 +43,63 @@ fn api_unreachable(error: impl Display) -> Response {
 }
 
 pub async fn handle(State(state): State<Arc<AgentState>>, request: Request) -> Response {
+    let exchange = Exchange::begin(state.clone(), &request);
+    let response = perform(&state, request).await;
+    exchange.respond(response)
+}
+
+/// One request from kas, counted in the agent's metrics when it has
+/// ended (a watch or an upgrade when it closes).
+struct Exchange {
+    state: Arc<AgentState>,
+    started: Instant,
+    verb: &'static str,
+    code: u16,
+    _open: Option<OpenGuard>,
+}
+
+impl Exchange {
+    fn begin(state: Arc<AgentState>, request: &Request) -> Exchange {
+        let uri = request.uri();
+        let path = uri.path().strip_prefix(K8S_PROXY_PATH).unwrap_or(uri.path());
+        let upgrade = request.headers().contains_key(UPGRADE_HEADER);
+        let verb = kubernetes_verb(request.method().as_str(), path, uri.query(), upgrade);
+        let follows = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
+        let open = match verb {
+            "connect" => Some(state.metrics.kubernetes_stream("upgrade")),
+            "watch" => Some(state.metrics.kubernetes_stream("watch")),
+            _ if follows => Some(state.metrics.kubernetes_stream("watch")),
+            _ => None,
+        };
+        Exchange {
+            state,
+            started: Instant::now(),
+            verb,
+            code: 0,
+            _open: open,
+        }
+    }
+
+    fn respond(mut self, response: Response) -> Response {
+        self.code = match response.headers().get(UPGRADE_STATUS_HEADER) {
+            Some(switched) if switched == "101" => 101,
+            _ => response.status().as_u16(),
+        };
+        response.map(|body| Body::new(KeepUntilDone::new(body, self)))
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.state
+            .metrics
+            .kubernetes_request(self.verb, self.code, self.started.elapsed());
+    }
+}
+
+async fn perform(state: &AgentState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let imposed = match parts
         .headers

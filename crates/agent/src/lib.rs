@@ -38,7 +38,7 @@ use rand::RngExt;
 use crate::args::Args;
 use crate::dial::{Dialer, KasAddress};
 use crate::logging::LogLevel;
-use crate::state::{AgentState, Metrics};
+use crate::state::AgentState;
 
 /// Where the agent token comes from.
 pub(crate) enum TokenSource {
@@ -221,14 +221,14 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
     let user_agent = format!("glagent-agentk/{}", glagent_core::VERSION);
     let mut backoff = Backoff::reconnect();
     loop {
-        Metrics::inc(&state.metrics.connection_attempts);
+        state.metrics.connection_attempts.inc();
         let attempt = async {
             let token = token.read().map_err(|e| e.to_string())?;
             dialer.dial(&token, &user_agent).await.map_err(|e| e.to_string())
         };
         match attempt.await {
             Ok(io) => {
-                Metrics::inc(&state.metrics.connections_established);
+                state.metrics.connections.inc();
                 backoff.reset();
                 tracing::info!(kas = %dialer.address.url, "connected to kas");
                 let outcome = serve_tunnel(io, state.clone()).await;
@@ -237,7 +237,7 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
                 tokio::time::sleep(delay).await;
             }
             Err(error) => {
-                Metrics::inc(&state.metrics.connection_failures);
+                state.metrics.connection_failures.inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "cannot connect to kas");
                 tokio::time::sleep(delay).await;

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() {
     let args = glagent_agent::args::Args::parse();
-    let logging = glagent_agent::logging::init();
+    let logging = glagent_agent::logging::init(args.log_format);
     // One thread by default: lowest latency and memory for an agent, whose
     // work is mostly moving bytes; more for heavy proxy traffic.
     let runtime = match args.worker_threads {

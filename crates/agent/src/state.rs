@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use glagent_core::agent_config::AgentConfig;
 
@@ -37,24 +37,9 @@ pub struct AgentState {
     /// Whether this replica holds the agent's Lease.
     pub leader: AtomicBool,
     pub applied: RwLock<Option<Applied>>,
-    pub metrics: Metrics,
+    pub metrics: glagent_telemetry::metrics::Agent,
     /// The leader's view of Flux's GitRepository objects.
     pub flux: FluxState,
-}
-
-#[derive(Default)]
-pub struct Metrics {
-    pub connection_attempts: AtomicU64,
-    pub connection_failures: AtomicU64,
-    pub connections_established: AtomicU64,
-    pub configuration_updates: AtomicU64,
-    pub configuration_rejections: AtomicU64,
-}
-
-impl Metrics {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 impl AgentState {

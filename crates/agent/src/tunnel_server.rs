@@ -16,7 +16,7 @@ use glagent_proto::{
     FluxReconcile, FluxReconciled, INFO_PATH, K8S_PROXY_PATH, KubernetesVersion,
 };
 
-use crate::state::{AgentState, Applied, Metrics};
+use crate::state::{AgentState, Applied};
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -36,7 +36,7 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
     let update: ConfigurationUpdate = match serde_json::from_slice(&body) {
         Ok(update) => update,
         Err(error) => {
-            Metrics::inc(&state.metrics.configuration_rejections);
+            state.metrics.configuration_rejections.inc();
             tracing::warn!(%error, "kas sent a configuration this agent cannot read; keeping the last good configuration (are agentk and kas the same version?)");
             return (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -45,7 +45,7 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
         }
     };
     if let Some(error) = update.error {
-        Metrics::inc(&state.metrics.configuration_rejections);
+        state.metrics.configuration_rejections.inc();
         tracing::warn!(commit_id = %update.commit_id, %error, "kas reports the agent configuration is invalid; keeping the last good configuration");
         return (StatusCode::OK, "kept the last good configuration".to_string());
     }
@@ -74,7 +74,7 @@ async fn configuration(State(state): State<Arc<AgentState>>, body: Bytes) -> imp
         config,
         log_level: level.to_string(),
     });
-    Metrics::inc(&state.metrics.configuration_updates);
+    state.metrics.configuration_updates.inc();
     tracing::info!(agent_id = update.agent_id, commit_id = %update.commit_id, log_level = level, "configuration applied");
     tracing::debug!("debug logging is on");
     (StatusCode::OK, "applied".to_string())
@@ -147,7 +147,6 @@ mod tests {
     use axum::body::Body;
     use glagent_core::agent_config::parse_config;
     use http_body_util::BodyExt;
-    use std::sync::atomic::Ordering;
 
     use tower::ServiceExt;
 
@@ -173,7 +172,7 @@ mod tests {
         let (status, body) = put_configuration(&router, r#"{"agent_id": "seven"}"#).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(body.starts_with("unreadable configuration: "), "{body}");
-        assert_eq!(state.metrics.configuration_rejections.load(Ordering::Relaxed), 1);
+        assert_eq!(state.metrics.configuration_rejections.get(), 1);
         assert!(state.applied().is_none());
 
         let update = ConfigurationUpdate {
@@ -187,7 +186,7 @@ mod tests {
         let applied = state.applied().expect("applied");
         assert_eq!((applied.agent_id, applied.commit_id.as_str()), (7, "abc123"));
         assert_eq!(applied.log_level, "debug");
-        assert_eq!(state.metrics.configuration_updates.load(Ordering::Relaxed), 1);
+        assert_eq!(state.metrics.configuration_updates.get(), 1);
 
         let broken = ConfigurationUpdate {
             agent_id: 7,
@@ -201,6 +200,6 @@ mod tests {
             (StatusCode::OK, "kept the last good configuration")
         );
         assert_eq!(state.applied().unwrap().commit_id, "abc123");
-        assert_eq!(state.metrics.configuration_rejections.load(Ordering::Relaxed), 2);
+        assert_eq!(state.metrics.configuration_rejections.get(), 2);
     }
 }

@@ -164,3 +164,42 @@ pub struct ConfigurationError {
     pub line: Option<usize>,
     pub message: String,
 }
+
+/// glagent's extension: one request through the Kubernetes API proxy to an
+/// agent (`GET /projects/:id/cluster_agents/:agent_id/audit_events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub agent_id: i64,
+    /// When the request arrived.
+    pub started_at: String,
+    /// `personal_access_token`, `session_cookie` or `ci_job`.
+    pub credential: String,
+    pub user: AuditUser,
+    /// The CI job behind a job's token.
+    pub ci_job: Option<AuditJob>,
+    /// The user kas imposed (`gitlab:user:...`, `gitlab:ci_job:...` or a
+    /// configured identity); `null`: the agent's own service account.
+    pub impersonated_as: Option<String>,
+    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, `connect`, ...).
+    pub verb: String,
+    /// The API server path, without the query.
+    pub path: String,
+    /// The status the client received (101 for an upgrade).
+    pub status: i64,
+    /// Until the response ended (a watch or an upgrade: until it closed).
+    pub duration_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditUser {
+    pub id: i64,
+    pub username: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditJob {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub project_id: i64,
+}

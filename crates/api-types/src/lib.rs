@@ -28,7 +28,8 @@ mod projects;
 mod users;
 
 pub use agents::{
-    Agent, AgentConfiguration, AgentToken, AgentTokenStatus, ConfigProject, ConfigurationError, Connection,
+    Agent, AgentConfiguration, AgentToken, AgentTokenStatus, AuditEvent, AuditJob, AuditUser, ConfigProject,
+    ConfigurationError, Connection,
     ConnectionWarning, CreatedAgentToken, InstallCommand, UrlConfiguration,
 };
 pub use ci::{

@@ -199,6 +199,25 @@ pub async fn revoke_token(
     }
 }
 
+/// glagent's extension: the audit log of requests through the Kubernetes
+/// API proxy to this agent, newest first; maintainers only (it names
+/// every user who used the agent).
+pub async fn audit_events(
+    State(state): State<Api>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path((id, agent_id)): Path<(String, i64)>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Response> {
+    let (project, level) = find_project(&state, &caller, &id).await?;
+    require(level, AccessLevel::Maintainer)?;
+    let agent = find_agent(&state, &project, agent_id).await?;
+    let page = page.page();
+    let events = state.store.audit_events(agent.id, page).await?;
+    let items: Vec<api::AuditEvent> = events.items.iter().map(entities::audit_event).collect();
+    Ok(paginated(&state, &uri, page, events.total, items))
+}
+
 /// glagent's own extension (GitLab has this in GraphQL): the agent's live
 /// connections to every kas replica, with version warnings.
 pub async fn connections(

@@ -166,6 +166,35 @@ pub fn agent_token(token: &AgentToken, with_last_used: bool) -> api::AgentToken 
     }
 }
 
+/// A request through the proxy, from the audit log.
+pub fn audit_event(stored: &glagent_store::AuditEvent) -> api::AuditEvent {
+    let event = &stored.event;
+    let ci_job = match (event.job_id, event.pipeline_id, event.project_id) {
+        (Some(id), Some(pipeline_id), Some(project_id)) => Some(api::AuditJob {
+            id,
+            pipeline_id,
+            project_id,
+        }),
+        _ => None,
+    };
+    api::AuditEvent {
+        id: stored.id,
+        agent_id: event.agent_id,
+        started_at: event.started_at.to_string(),
+        credential: event.credential.clone(),
+        user: api::AuditUser {
+            id: event.user_id,
+            username: event.username.clone(),
+        },
+        ci_job,
+        impersonated_as: event.impersonated.clone(),
+        verb: event.verb.clone(),
+        path: event.path.clone(),
+        status: event.status,
+        duration_ms: event.duration_us as f64 / 1000.0,
+    }
+}
+
 /// A new agent token with its secret and the install command that uses it.
 pub fn created_agent_token(token: &AgentToken, secret: &str, install_command: String) -> api::CreatedAgentToken {
     api::CreatedAgentToken {

@@ -146,6 +146,10 @@ fn rest() -> Router<Api> {
             get(agents::connections),
         )
         .route(
+            "/projects/{id}/cluster_agents/{agent_id}/audit_events",
+            get(agents::audit_events),
+        )
+        .route(
             "/projects/{id}/cluster_agents/{agent_id}/install_command",
             get(agents::install_command),
         )

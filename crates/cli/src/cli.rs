@@ -121,6 +121,22 @@ pub enum AgentCommand {
         #[arg(long)]
         create_token: Option<String>,
     },
+    /// Show the audit log of requests through the Kubernetes API proxy to
+    /// an agent, newest first (maintainers).
+    Audit {
+        /// The project: full path (group/project) or numeric id.
+        #[arg(short = 'R', long = "repo")]
+        repo: String,
+        /// The agent's id.
+        #[arg(long)]
+        agent: i64,
+        /// How many requests to show (at most 100).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Print the events as JSON, as the API returns them.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an ExecCredential for kubectl (used by update-kubeconfig).
     GetToken {
         /// The agent's id.
@@ -157,6 +173,24 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push((agent, connections));
             }
             print!("{}", render::agent_table(&rows));
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::Audit {
+            repo,
+            agent,
+            limit,
+            json,
+        })) => {
+            let project = client.project_ref(&repo);
+            let events: Vec<api::AuditEvent> = client
+                .get(&format!(
+                    "/projects/{project}/cluster_agents/{agent}/audit_events?per_page={limit}"
+                ))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                print!("{}", render::audit_table(&events));
+            }
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::Register { name, repo })) => {
             let project = client.project_ref(&repo);

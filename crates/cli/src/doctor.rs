@@ -534,5 +534,8 @@ mod tests {
             assert_eq!(diagnose(&line(error)).map(|d| d.0), Some(kind), "{error}");
         }
         assert_eq!(diagnose("INFO glagent_agent: connected to kas kas=wss://k"), None);
+        // The chart's JSON lines read the same.
+        let json = r#"{"time":"2026-12-01T00:00:00Z","level":"warn","message":"cannot connect to kas","module":"glagent_agent","error":"TCP connection to 127.0.0.1:9 failed: connection refused"}"#;
+        assert_eq!(diagnose(json).map(|d| d.0), Some("TCP"));
     }
 }

@@ -119,7 +119,12 @@ pub fn objects(setters: &Value) -> Result<Vec<Value>> {
         mounts.push(json!({"name": "kas-ca", "mountPath": "/etc/agentk/config", "readOnly": true}));
         volumes.push(json!({"name": "kas-ca", "configMap": {"name": format!("{full}-ca")}}));
     }
-    args.extend([json!("--observability-listen-address"), json!(":8080")]);
+    args.extend([
+        json!("--observability-listen-address"),
+        json!(":8080"),
+        json!("--log-format"),
+        json!("json"),
+    ]);
     let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
     objects.push(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",

@@ -1,6 +1,6 @@
 //! Tables for people.
 
-use glagent_api_types::{Agent, Connection};
+use glagent_api_types::{Agent, AuditEvent, Connection};
 
 /// One line per agent: name, id, status, versions, warnings.
 pub fn agent_table(rows: &[(Agent, Vec<Connection>)]) -> String {
@@ -47,13 +47,50 @@ pub fn agent_table(rows: &[(Agent, Vec<Connection>)]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    table(&lines)
+}
+
+/// One line per proxied request, newest first: when, who, as whom, what,
+/// the status and how long it took.
+pub fn audit_table(events: &[AuditEvent]) -> String {
+    let mut lines = vec![[
+        "STARTED".to_string(),
+        "USER".into(),
+        "VIA".into(),
+        "AS".into(),
+        "VERB".into(),
+        "STATUS".into(),
+        "DURATION".into(),
+        "PATH".into(),
+    ]];
+    for event in events {
+        let via = match &event.ci_job {
+            Some(job) => format!("ci_job {} (pipeline {}, project {})", job.id, job.pipeline_id, job.project_id),
+            None => event.credential.clone(),
+        };
+        lines.push([
+            event.started_at.clone(),
+            event.user.username.clone(),
+            via,
+            event.impersonated_as.clone().unwrap_or_else(|| "agent".into()),
+            event.verb.clone(),
+            event.status.to_string(),
+            format!("{:.1} ms", event.duration_ms),
+            event.path.clone(),
+        ]);
+    }
+    table(&lines)
+}
+
+/// Columns padded to their widest cell; the last one as it is.
+fn table<const N: usize>(lines: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for line in &lines {
+    for line in lines {
         for (i, cell) in line.iter().enumerate() {
-            if i < 4 {
+            if i + 1 < N {
                 out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             } else {
                 out.push_str(cell);

@@ -119,6 +119,7 @@ pub async fn agent_endpoint(
             project,
             token,
             connection_id,
+            transport: if websocket { "websocket" } else { "tunnel" },
             close: tokio_util::sync::CancellationToken::new(),
         };
         if websocket {

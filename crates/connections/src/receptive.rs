@@ -32,6 +32,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use glagent_telemetry::metrics::kas;
 use tokio_util::sync::CancellationToken;
 
 use crate::Connections;
@@ -335,6 +336,7 @@ async fn dial(services: &Services, config: &UrlConfiguration) -> Result<Dialed, 
             project,
             token,
             connection_id,
+            transport: "receptive",
             close: CancellationToken::new(),
         },
     })
@@ -352,6 +354,7 @@ async fn hold(services: Services, connections: Connections, config: UrlConfigura
         };
         match attempt {
             Ok(Dialed { io, mut session }) => {
+                kas().receptive_dial("connected");
                 tracing::info!(agent_id, url = %config.url, "connected to the receptive agent");
                 backoff.reset();
                 last_failure = None;
@@ -362,6 +365,7 @@ async fn hold(services: Services, connections: Connections, config: UrlConfigura
                 }
             }
             Err(error) => {
+                kas().receptive_dial("failed");
                 let words = error.to_string();
                 if last_failure.as_deref() != Some(words.as_str()) {
                     tracing::warn!(agent_id, url = %config.url, error = %words, "cannot connect to the receptive agent; retrying with backoff");

@@ -6,7 +6,9 @@
 //! its token is revoked or its agent deleted.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use glagent_telemetry::metrics::kas;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -41,6 +43,9 @@ pub struct AgentSession {
     pub project: Project,
     pub token: AgentToken,
     pub connection_id: u64,
+    /// How it was made, for metrics: `websocket`, `tunnel` (the raw
+    /// tunnel of `grpc(s)://` agents) or `receptive`.
+    pub transport: &'static str,
     /// Cancelled to close the connection from outside (a receptive agent
     /// whose URL configuration was deleted).
     pub close: CancellationToken,
@@ -55,6 +60,7 @@ where
         project,
         token,
         connection_id,
+        transport,
         close,
     } = session;
     let io = TokioIo::new(io);
@@ -89,6 +95,7 @@ where
         wake,
     });
     connections.registry.insert(connection.clone());
+    let _counted = kas().agent_connection(transport);
     if let Some(routing) = &connections.routing {
         routing.announce(&services.store, agent.id).await;
     }
@@ -116,7 +123,7 @@ where
             &format!("Connected with token {} ({pod})", token.name),
         )
         .await;
-    session.send_config_if_changed().await;
+    session.send_config_if_changed(Instant::now()).await;
     let flux = tokio::spawn(follow_flux_projects(connection.clone()));
 
     let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
@@ -135,15 +142,17 @@ where
             woken = wakes.recv() => match woken {
                 Some(Wake::Pushed(event)) => {
                     if event.project_id == project.id {
-                        session.send_config_if_changed().await;
+                        // Timed from the push, on whichever replica it came.
+                        let pushed = Instant::now().checked_sub(event.created_at.age()).unwrap_or_else(Instant::now);
+                        session.send_config_if_changed(pushed).await;
                     }
                     session.reconcile_flux(&project, event.project_id).await;
                 }
-                Some(Wake::Refresh) => session.send_config_if_changed().await,
+                Some(Wake::Refresh) => session.send_config_if_changed(Instant::now()).await,
                 None => break "kas is shutting down".to_string(),
             },
             _ = info_tick.tick() => session.refresh_info().await,
-            _ = poll_tick.tick() => session.send_config_if_changed().await,
+            _ = poll_tick.tick() => session.send_config_if_changed(Instant::now()).await,
         }
     };
     connections.registry.remove(connection.key);
@@ -320,9 +329,10 @@ impl Session {
     }
 
     /// Sends the configuration if the default branch moved since the last
-    /// one sent. A broken file is reported to the agent, which keeps its
-    /// last good configuration.
-    async fn send_config_if_changed(&mut self) {
+    /// one sent, `since` the push that announced it (or now). A broken
+    /// file is reported to the agent, which keeps its last good
+    /// configuration.
+    async fn send_config_if_changed(&mut self, since: Instant) {
         let project = match self.services.store.project(self.connection.project_id).await {
             Ok(project) => project,
             Err(error) => {
@@ -374,6 +384,7 @@ impl Session {
             .expect("static request");
         match self.call(request).await {
             Ok((status, _)) if status.is_success() => {
+                kas().configuration_pushed(since.elapsed());
                 tracing::info!(agent_id = self.agent.id, commit = %commit, "configuration sent to the agent");
                 self.last_commit = Some(commit);
             }

@@ -30,6 +30,27 @@ pub struct Authorized {
     pub agent_id: i64,
     /// The identity imposed on the request; `None`: the agent's own.
     pub impersonation: Option<Impersonation>,
+    /// Who asked; `None` for a request another replica decided (and
+    /// records).
+    pub caller: Option<Caller>,
+}
+
+/// Who is behind a request, for metrics and the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// `personal_access_token`, `session_cookie` or `ci_job`.
+    pub credential: &'static str,
+    pub user_id: i64,
+    pub username: String,
+    /// The CI job, for a job's token.
+    pub job: Option<JobRef>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobRef {
+    pub project_id: i64,
+    pub pipeline_id: i64,
+    pub job_id: i64,
 }
 
 /// The kinds of credential the proxy takes.
@@ -255,6 +276,12 @@ async fn authorize_person(
     Ok(Authorized {
         agent_id: agent.id,
         impersonation,
+        caller: Some(Caller {
+            credential: access_type,
+            user_id: user.id,
+            username: user.username.clone(),
+            job: None,
+        }),
     })
 }
 
@@ -277,9 +304,20 @@ async fn authorize_job(services: &Services, agent_id: i64, secret: &str) -> Resu
         )));
     };
     let impersonation = glagent_services::ci::identity(&services.store, &job, &allowed).await?;
+    let user = services.store.user(job.user_id).await?;
     Ok(Authorized {
         agent_id,
         impersonation,
+        caller: Some(Caller {
+            credential: "ci_job",
+            user_id: user.id,
+            username: user.username,
+            job: Some(JobRef {
+                project_id: job.project_id,
+                pipeline_id: job.pipeline_id,
+                job_id: job.job_id,
+            }),
+        }),
     })
 }
 

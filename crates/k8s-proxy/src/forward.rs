@@ -22,6 +22,7 @@ use glagent_connections::{AgentConnection, Connections, Routing};
 use glagent_proto::forwarding::{copy_end_to_end, encode_identity, rebase, upgrade_protocol, via};
 use glagent_proto::{IMPERSONATION_HEADER, K8S_PROXY_PATH, UPGRADE_HEADER, UPGRADE_STATUS_HEADER};
 use glagent_store::Store;
+use glagent_telemetry::body::KeepUntilDone;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
@@ -88,7 +89,7 @@ pub async fn forward(
     authorized: &Authorized,
     mut request: Request,
     prefix: &str,
-) -> Result<Response, ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let upgrade = upgrade_protocol(request.headers()).map(str::to_string);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
@@ -170,12 +171,14 @@ pub async fn forward(
                 .map_err(|e| ProxyError::BadRequest(format!("cannot forward this request: {e}")))?;
             *forwarded.headers_mut() = headers;
             let mut response = routing.client().request(forwarded).await.map_err(|e| {
+                glagent_telemetry::metrics::kas().replica_forward("failed");
                 routing.forget(authorized.agent_id);
                 ProxyError::Unavailable(format!(
                     "the kas replica holding agent {}'s connection did not answer: {e}",
                     authorized.agent_id
                 ))
             })?;
+            glagent_telemetry::metrics::kas().replica_forward("answered");
             let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();
             let upstream = switched.then(|| Upstream::Upgraded(hyper::upgrade::on(&mut response)));
             let (parts, body) = response.into_parts();
@@ -193,7 +196,7 @@ pub async fn forward(
         out.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         out.headers_mut().insert(header::UPGRADE, header_value(&protocol)?);
-        tokio::spawn(async move {
+        let splice = async move {
             match upstream {
                 Upstream::Stream(stream) => splice(client, stream).await,
                 Upstream::Upgraded(upgraded) => match upgraded.await {
@@ -201,14 +204,48 @@ pub async fn forward(
                     Err(error) => tracing::debug!(%error, "an upgrade through another replica failed"),
                 },
             }
+        };
+        return Ok(Forwarded {
+            response: out,
+            splice: Some(Box::pin(splice)),
         });
-        return Ok(out);
     }
     *out.status_mut() = parts.status;
     if matches!(target, Target::Local(_)) {
         out.headers_mut().append(header::VIA, via(VIA));
     }
-    Ok(out)
+    Ok(Forwarded {
+        response: out,
+        splice: None,
+    })
+}
+
+/// The upstream's answer, and for an upgrade the splice that carries the
+/// switched connection.
+pub struct Forwarded {
+    response: Response,
+    splice: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Forwarded {
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    /// The response to send; `keep` lives until the exchange has ended:
+    /// the body sent or dropped, or the upgraded connection closed.
+    pub fn respond<G: Send + Unpin + 'static>(self, keep: G) -> Response {
+        match self.splice {
+            Some(splice) => {
+                tokio::spawn(async move {
+                    splice.await;
+                    drop(keep);
+                });
+                self.response
+            }
+            None => self.response.map(|body| Body::new(KeepUntilDone::new(body, keep))),
+        }
+    }
 }
 
 /// The upstream side of an upgraded connection.

@@ -7,12 +7,14 @@
 //! 2. the nested-impersonation rule;
 //! 3. [`forward`]: to a connection of the agent here or to the replica
 //!    holding one ([`private`] is that replica's side), with one splice for
-//!    upgrades.
+//!    upgrades;
+//! 4. [`record`]: metrics and the audit log, when the exchange has ended.
 
 pub mod authorize;
 pub mod error;
 pub mod forward;
 pub mod private;
+pub mod record;
 
 use std::sync::Arc;
 
@@ -26,7 +28,8 @@ use glagent_services::Services;
 
 use crate::authorize::{DecisionCache, authorize};
 use crate::error::ProxyError;
-use crate::forward::{PRIVATE_PREFIX, Target, forward};
+use crate::forward::{Forwarded, PRIVATE_PREFIX, Target, forward};
+use crate::record::Exchange;
 
 /// Where the proxy serves.
 pub const PREFIX: &str = "/-/kubernetes-agent/k8s-proxy";
@@ -72,14 +75,23 @@ pub fn private_router(proxy: Proxy) -> Router {
 }
 
 async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
-    match proxy_request(&proxy, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    let mut exchange = Exchange::begin(&proxy.services, &request, PREFIX);
+    match proxy_request(&proxy, request, &mut exchange).await {
+        Ok(forwarded) => {
+            exchange.answered(forwarded.status());
+            forwarded.respond(exchange)
+        }
+        Err(error) => {
+            let response = error.into_response();
+            exchange.answered(response.status());
+            response
+        }
     }
 }
 
-async fn proxy_request(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
+async fn proxy_request(proxy: &Proxy, request: Request, exchange: &mut Exchange) -> Result<Forwarded, ProxyError> {
     let authorized = authorize(&proxy.services, &proxy.decisions, request.headers()).await?;
+    exchange.authorized(&authorized);
     let header_names = request.headers().keys().map(|k| k.as_str());
     if !client_may_impersonate(authorized.impersonation.as_ref(), header_names) {
         return Err(ProxyError::BadRequest(

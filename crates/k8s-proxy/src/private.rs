@@ -51,7 +51,8 @@ async fn accept(proxy: &Proxy, request: Request) -> Result<Response, ProxyError>
     let authorized = Authorized {
         agent_id,
         impersonation,
+        caller: None,
     };
     let target = Target::local(&proxy.connections, agent_id)?;
-    forward(target, &authorized, request, PRIVATE_PREFIX).await
+    Ok(forward(target, &authorized, request, PRIVATE_PREFIX).await?.respond(()))
 }

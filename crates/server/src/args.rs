@@ -17,6 +17,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Log lines as text (colours only on a terminal) or json (one object
+    /// per line: time, level, message, module and the fields).
+    #[arg(long, env = "KAS_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: glagent_telemetry::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +86,13 @@ pub struct ServeArgs {
     /// TLS-terminating load balancer.
     #[arg(long, env = "KAS_AGENT_LISTEN_CLEARTEXT", requires = "agent_listen")]
     pub agent_listen_cleartext: bool,
+    /// Address of the Prometheus /metrics listener (upstream kas uses
+    /// port 8151). Off by default: metrics are not on the public port.
+    #[arg(long, env = "KAS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Days the audit log keeps requests through the Kubernetes proxy.
+    #[arg(long, env = "KAS_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_retention_days: u32,
     /// Whether agents may be receptive (kas dials them): GitLab's
     /// `receptive_cluster_agents_enabled`. When off, the URL
     /// configurations API answers 404.

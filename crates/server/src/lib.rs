@@ -12,6 +12,7 @@ pub mod args;
 pub mod bootstrap;
 pub mod charts;
 mod drain;
+mod metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -39,17 +40,18 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing_subscriber::EnvFilter;
+use glagent_telemetry::logging::{LogFormat, Logging};
 
 use crate::args::{AdminCommand, Cli, Command, ServeArgs, StorageArgs};
 
-/// Logs to stderr; the level comes from `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// Logs to stderr in `format`; the level comes from `RUST_LOG` (default
+/// `info`). Database statements are timed into the metrics.
+pub fn init_logging(format: LogFormat) {
+    glagent_telemetry::logging::init(Logging {
+        format,
+        quiet: "",
+        database_metrics: Some(glagent_telemetry::metrics::kas()),
+    });
 }
 
 /// The whole HTTP face of kas: the REST API and Git, the agent endpoint,
@@ -158,19 +160,21 @@ fn external_url(args: &ServeArgs) -> Result<url::Url> {
 async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
     let external_url = external_url(&args)?;
     let store = open_store(&storage).await?;
-    if let Some(root) = bootstrap::ensure_root(
+    let created = bootstrap::ensure_root(
         &store,
         &storage.data_dir,
         std::env::var("KAS_INITIAL_ROOT_TOKEN").ok(),
         std::env::var("KAS_INITIAL_ROOT_PASSWORD").ok(),
     )
-    .await?
-    {
-        println!(
-            "Created the root user. Its personal access token is {} (also in {}) and its password is in {}; shown only once",
-            root.token.expose(),
-            storage.data_dir.join("initial_root_token").display(),
-            storage.data_dir.join("initial_root_password").display()
+    .await?;
+    if created.is_some() {
+        // Logs are read by more people than the data directory: the
+        // secrets stay in their files (mode 0600).
+        tracing::info!(
+            username = "root",
+            token_file = %storage.data_dir.join("initial_root_token").display(),
+            password_file = %storage.data_dir.join("initial_root_password").display(),
+            "created the root user; its first personal access token and password are in these files"
         );
     }
     let repos = Repos::new(storage.data_dir.join("repositories")).context("creating the repositories directory")?;
@@ -232,6 +236,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         Sealer::open_dir(&storage.data_dir.join("secrets")).context("the sealing key of the data directory")?;
     let settings = Settings {
         receptive_agents: args.receptive_agents,
+        audit_retention: Duration::from_secs(u64::from(args.audit_retention_days) * 86_400),
     };
     let services = Services::new(
         store.clone(),
@@ -298,6 +303,21 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
             shutdown.clone(),
         ))
     });
+    let requests_ended = tokio_util::sync::CancellationToken::new();
+    let audit = tokio::spawn({
+        let (services, store, requests_ended) = (services.clone(), store.clone(), requests_ended.clone());
+        async move {
+            let retention = services.settings.audit_retention;
+            services
+                .audit
+                .write_until(store, retention, requests_ended.cancelled_owned())
+                .await;
+        }
+    });
+    let metrics = match args.metrics_listen {
+        Some(address) => Some(metrics::serve(address, connections.registry.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     tracing::info!(listen = %local, external_url = %external_url, "kas is serving");
     accept_loop(
         listener,
@@ -306,9 +326,11 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         shutdown.clone().cancelled_owned(),
     )
     .await;
-    for task in [private, agent_port, receptive].into_iter().flatten() {
+    for task in [private, agent_port, receptive, metrics].into_iter().flatten() {
         let _ = task.await;
     }
+    requests_ended.cancel();
+    let _ = audit.await;
     if let Some(routing) = &connections.routing {
         routing.withdraw_all(&store).await;
     }

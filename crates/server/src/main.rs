@@ -6,6 +6,6 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = glagent_server::args::Cli::parse();
-    glagent_server::init_tracing();
+    glagent_server::init_logging(cli.log_format);
     glagent_server::run(cli).await
 }

@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod agents;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod ci;
@@ -58,6 +59,8 @@ pub struct Inner {
     /// Seals the secrets kas must keep usable (receptive agents' keys).
     pub sealer: Sealer,
     pub settings: Settings,
+    /// Requests through the Kubernetes API proxy.
+    pub audit: audit::AuditLog,
 }
 
 /// Instance settings, as GitLab's application settings.
@@ -66,11 +69,16 @@ pub struct Settings {
     /// GitLab's `receptive_cluster_agents_enabled`: URL configurations may
     /// be made (the API answers 404 otherwise).
     pub receptive_agents: bool,
+    /// How long the audit log keeps proxied requests.
+    pub audit_retention: std::time::Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { receptive_agents: true }
+        Settings {
+            receptive_agents: true,
+            audit_retention: std::time::Duration::from_secs(30 * 86_400),
+        }
     }
 }
 
@@ -93,6 +101,7 @@ impl Services {
             events: Events::default(),
             sealer,
             settings,
+            audit: audit::AuditLog::default(),
         }))
     }
 }

@@ -1177,6 +1177,67 @@ impl Store {
     }
 }
 
+/// The audit log of proxied requests.
+impl Store {
+    /// Stores a batch of audit events in one transaction.
+    pub async fn record_audit_events(&self, events: &[NewAuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO proxy_audit_events (agent_id, started_at, credential, user_id, username, project_id, \
+                 pipeline_id, job_id, impersonated, verb, path, status, duration_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(event.agent_id)
+            .bind(event.started_at.to_string())
+            .bind(&event.credential)
+            .bind(event.user_id)
+            .bind(&event.username)
+            .bind(event.project_id)
+            .bind(event.pipeline_id)
+            .bind(event.job_id)
+            .bind(event.impersonated.as_deref())
+            .bind(&event.verb)
+            .bind(&event.path)
+            .bind(event.status)
+            .bind(event.duration_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An agent's audit events, newest first.
+    pub async fn audit_events(&self, agent_id: i64, page: Page) -> Result<Paged<AuditEvent>> {
+        let total = self
+            .count(
+                "SELECT COUNT(*) FROM proxy_audit_events WHERE agent_id = $1",
+                Some(agent_id),
+            )
+            .await?;
+        let items = sqlx::query_as::<_, AuditEvent>(
+            "SELECT * FROM proxy_audit_events WHERE agent_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
+        )
+        .bind(agent_id)
+        .bind(page.per_page)
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Paged { items, total })
+    }
+
+    /// Forgets the audit events of requests started before `cutoff`;
+    /// returns how many.
+    pub async fn forget_audit_events_before(&self, cutoff: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM proxy_audit_events WHERE started_at < $1")
+            .bind(cutoff.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
 /// URL configurations of receptive agents.
 impl Store {
     /// Stores an agent's URL configuration; an agent has at most one.

@@ -624,3 +624,57 @@ pub struct Revocation {
     pub token_id: Option<i64>,
     pub agent_id: Option<i64>,
 }
+
+/// A request through the Kubernetes API proxy, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub agent_id: i64,
+    pub started_at: Timestamp,
+    /// `personal_access_token`, `session_cookie` or `ci_job`.
+    pub credential: String,
+    pub user_id: i64,
+    pub username: String,
+    /// The CI job's project, pipeline and job, for a job's token.
+    pub project_id: Option<i64>,
+    pub pipeline_id: Option<i64>,
+    pub job_id: Option<i64>,
+    /// The user kas imposed on the request; `None`: the agent's own
+    /// service account.
+    pub impersonated: Option<String>,
+    /// The Kubernetes verb.
+    pub verb: String,
+    /// The API server path, without the query.
+    pub path: String,
+    pub status: i64,
+    pub duration_us: i64,
+}
+
+/// A stored audit event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub event: NewAuditEvent,
+}
+
+impl sqlx::FromRow<'_, AnyRow> for AuditEvent {
+    fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
+        Ok(AuditEvent {
+            id: row.try_get("id")?,
+            event: NewAuditEvent {
+                agent_id: row.try_get("agent_id")?,
+                started_at: time(row, "started_at")?,
+                credential: row.try_get("credential")?,
+                user_id: row.try_get("user_id")?,
+                username: row.try_get("username")?,
+                project_id: row.try_get("project_id")?,
+                pipeline_id: row.try_get("pipeline_id")?,
+                job_id: row.try_get("job_id")?,
+                impersonated: row.try_get("impersonated")?,
+                verb: row.try_get("verb")?,
+                path: row.try_get("path")?,
+                status: row.try_get("status")?,
+                duration_us: row.try_get("duration_us")?,
+            },
+        })
+    }
+}

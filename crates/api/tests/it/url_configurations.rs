@@ -203,6 +203,7 @@ async fn url_configurations_need_maintainers_and_the_instance_switch() {
 
     let off = Api::with_settings(glagent_services::Settings {
         receptive_agents: false,
+        ..Default::default()
     })
     .await;
     let (_, agent) = super::url_configurations::agent(&off).await;

@@ -118,6 +118,10 @@ fn the_chart_lints_and_renders_every_documented_combination() {
             args.windows(2)
                 .any(|w| w == ["--token-file", "/etc/agentk/secrets/token"])
         );
+        assert!(
+            args.windows(2).any(|w| w == ["--log-format", "json"]),
+            "agentk logs JSON lines by default: {args:?}"
+        );
         assert_eq!(
             container["image"], "registry.example.com/glagent/agentk:0.1.0",
             "tag defaults to appVersion"
@@ -307,6 +311,10 @@ fn the_chart_lints_and_renders_every_documented_combination() {
                     "config.api.tls.enabled=true",
                 ],
                 "config.api.tls.secretName is required",
+            ),
+            (
+                vec!["config.kasAddress=wss://kas/", "config.observability.logging.format=yaml"],
+                "config.observability.logging.format (yaml) must be json or text",
             ),
         ] {
             let failed = Command::new(helm(version))

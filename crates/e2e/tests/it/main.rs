@@ -26,6 +26,7 @@ mod receptive;
 mod replicas;
 mod streaming;
 mod support;
+mod telemetry;
 mod upgrades;
 mod user_access;
 mod web;

@@ -51,6 +51,7 @@ both_backends!(
     passwords_and_web_sessions,
     agent_activity_keeps_the_newest_and_reports_a_repeated_error_once,
     revocations_are_read_in_order_after_a_cursor,
+    audit_events_are_kept_in_batches_read_newest_first_and_forgotten_after_retention,
     concurrent_token_creations_never_pass_the_limit,
 );
 
@@ -655,4 +656,40 @@ async fn concurrent_token_creations_never_pass_the_limit(store: Store) {
         .await
         .unwrap();
     assert_eq!(active.total, 2);
+}
+
+async fn audit_events_are_kept_in_batches_read_newest_first_and_forgotten_after_retention(store: Store) {
+    let event = |agent_id: i64, verb: &str, started_at: Timestamp| NewAuditEvent {
+        agent_id,
+        started_at,
+        credential: "ci_job".into(),
+        user_id: 7,
+        username: "wendy".into(),
+        project_id: Some(3),
+        pipeline_id: Some(4),
+        job_id: Some(5),
+        impersonated: Some("gitlab:ci_job:5".into()),
+        verb: verb.into(),
+        path: "/api/v1/namespaces/default/pods".into(),
+        status: 200,
+        duration_us: 1234,
+    };
+    let old = Timestamp::before_now(std::time::Duration::from_secs(40 * 86_400));
+    let batch = [
+        event(901, "list", old),
+        event(901, "watch", Timestamp::now()),
+        event(902, "get", Timestamp::now()),
+    ];
+    store.record_audit_events(&batch).await.unwrap();
+    let page = store.audit_events(901, Page::default()).await.unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(page.items[0].event, batch[1], "newest first, every field kept");
+    assert_eq!(page.items[1].event, batch[0]);
+    let forgotten = store
+        .forget_audit_events_before(Timestamp::before_now(std::time::Duration::from_secs(30 * 86_400)))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert_eq!(store.audit_events(901, Page::default()).await.unwrap().total, 1);
+    assert_eq!(store.audit_events(902, Page::default()).await.unwrap().total, 1);
 }

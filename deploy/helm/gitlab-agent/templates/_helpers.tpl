@@ -36,6 +36,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (not .Values.config.receptive.enabled) (not .Values.config.kasAddress) }}
 {{- fail "config.kasAddress is required (wss://<kas host>/-/kubernetes-agent/ or grpcs://<kas host>:8150), unless config.receptive.enabled" }}
 {{- end }}
+{{- $format := toString (dig "observability" "logging" "format" "json" .Values.config) }}
+{{- if not (has $format (list "json" "text")) }}
+{{- fail (printf "config.observability.logging.format (%s) must be json or text" $format) }}
+{{- end }}
 {{- if .Values.config.receptive.enabled }}
 {{- $api := .Values.config.api }}
 {{- if and (not $api.jwtPublicKey) (not $api.mtls.enabled) }}

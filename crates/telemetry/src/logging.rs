@@ -1,0 +1,327 @@
+//! Log lines on stderr: text (colours only on a terminal) or JSON lines
+//! (`time`, `level`, `message`, `module`, then the event's and its spans'
+//! fields), with a level that can change while running.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
+
+use crate::metrics::Kas;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for `kubectl logs` and log collectors.
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log format {0:?}: use text or json")]
+pub struct UnknownLogFormat(String);
+
+impl FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    fn from_str(s: &str) -> Result<LogFormat, UnknownLogFormat> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(UnknownLogFormat(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+type Reload = dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync;
+
+/// Changes the log level of the running process.
+#[derive(Clone)]
+pub struct LogLevel {
+    reload: Option<Arc<Reload>>,
+    quiet: &'static str,
+}
+
+impl fmt::Debug for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogLevel").field("attached", &self.reload.is_some()).finish()
+    }
+}
+
+impl LogLevel {
+    /// A handle that changes nothing, for tests.
+    pub fn detached() -> LogLevel {
+        LogLevel { reload: None, quiet: "" }
+    }
+
+    /// Sets the level (`debug`, `info`, `warn`, `error`); the libraries
+    /// named quiet at [`init`] stay at `warn`.
+    pub fn set(&self, level: &str) {
+        if let Some(reload) = &self.reload {
+            let directives = if self.quiet.is_empty() {
+                level.to_string()
+            } else {
+                format!("{level},{}", self.quiet)
+            };
+            if let Err(error) = reload(EnvFilter::new(directives)) {
+                tracing::warn!(%error, "could not change the log level");
+            }
+        }
+    }
+}
+
+/// What the process logs and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Logging {
+    pub format: LogFormat,
+    /// Directives added to the level, e.g. `h2=warn` for chatty libraries.
+    pub quiet: &'static str,
+    /// Database statements timed into these metrics (kas).
+    pub database_metrics: Option<&'static Kas>,
+}
+
+/// Installs the subscriber: level from `RUST_LOG`, default `info`.
+pub fn init(logging: Logging) -> LogLevel {
+    let default = if logging.quiet.is_empty() {
+        "info".to_string()
+    } else {
+        format!("info,{}", logging.quiet)
+    };
+    let initial = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match logging.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .with_filter(filter)
+            .boxed(),
+    };
+    // sqlx reports each statement with its duration as a debug event; this
+    // layer alone sees those, whatever the log level.
+    let queries = logging
+        .database_metrics
+        .map(|kas| DatabaseQueries(kas).with_filter(Targets::new().with_target("sqlx::query", Level::TRACE)));
+    tracing_subscriber::registry().with(lines).with(queries).init();
+    LogLevel {
+        reload: Some(Arc::new(move |filter| handle.reload(filter))),
+        quiet: logging.quiet,
+    }
+}
+
+/// One JSON object per event.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let metadata = event.metadata();
+        let mut line = Map::new();
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        line.insert("time".into(), Value::String(time));
+        line.insert("level".into(), Value::String(metadata.level().as_str().to_ascii_lowercase()));
+        line.insert("message".into(), Value::String(String::new()));
+        line.insert("module".into(), Value::String(metadata.target().to_string()));
+        event.record(&mut JsonVisitor(&mut line));
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                    for (name, value) in fields {
+                        line.entry(name).or_insert(value);
+                    }
+                }
+            }
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl JsonVisitor<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        // Fields the `log` bridge adds repeat `module`.
+        if !field.name().starts_with("log.") {
+            self.0.insert(field.name().to_string(), value);
+        }
+    }
+}
+
+impl Visit for JsonVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::from(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, Value::from(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, Value::from(format!("{value:?}")));
+    }
+}
+
+/// Times database statements from sqlx's events.
+struct DatabaseQueries(&'static Kas);
+
+impl<S: Subscriber> Layer<S> for DatabaseQueries {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut query = Statement::default();
+        event.record(&mut query);
+        if let Some(seconds) = query.elapsed_secs {
+            self.0.database_statement(statement_kind(&query.summary), seconds);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Statement {
+    summary: String,
+    elapsed_secs: Option<f64>,
+}
+
+impl Visit for Statement {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.elapsed_secs = Some(value);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" {
+            self.summary = value.to_string();
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "summary" {
+            self.summary = format!("{value:?}");
+        }
+    }
+}
+
+/// The statement's kind, a bounded label: its first keyword.
+fn statement_kind(summary: &str) -> &'static str {
+    let first = summary
+        .trim_start_matches(|c: char| !c.is_ascii_alphabetic())
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match first.as_str() {
+        "select" | "with" => "select",
+        "insert" => "insert",
+        "update" => "update",
+        "delete" => "delete",
+        "begin" | "start" => "begin",
+        "commit" => "commit",
+        "rollback" => "rollback",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_with_a_clear_refusal() {
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert_eq!("text".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        let error = "yaml".parse::<LogFormat>().unwrap_err().to_string();
+        assert_eq!(error, "unknown log format \"yaml\": use text or json");
+    }
+
+    #[test]
+    fn statements_are_labelled_by_their_first_keyword_only() {
+        assert_eq!(statement_kind("SELECT id FROM agents …"), "select");
+        assert_eq!(statement_kind("\"insert into agent_tokens\""), "insert");
+        assert_eq!(statement_kind("BEGIN IMMEDIATE"), "begin");
+        assert_eq!(statement_kind("PRAGMA foreign_keys = ON"), "other");
+        assert_eq!(statement_kind(""), "other");
+    }
+
+    #[test]
+    fn a_json_line_has_time_level_message_module_and_the_fields() {
+        use std::sync::Mutex;
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLines),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("connection", agent_id = 7_i64);
+            let _entered = span.enter();
+            tracing::warn!(attempt = 3_u64, reason = %"refused", "dial failed");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["level"], "warn");
+        assert_eq!(line["message"], "dial failed");
+        assert_eq!(line["module"], module_path!());
+        assert_eq!(line["attempt"], 3);
+        assert_eq!(line["reason"], "refused");
+        assert_eq!(line["agent_id"], 7);
+        let time = line["time"].as_str().unwrap();
+        time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).unwrap();
+        assert!(!text.contains('\u{1b}'), "no escape codes in JSON lines");
+    }
+}
