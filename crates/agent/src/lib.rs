@@ -256,7 +256,9 @@ pub async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> Stri
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(500)
+        // kas's proxy opens at most 500 (upstream's limit per agent); the
+        // rest is room for kas's own requests.
+        .max_concurrent_streams(520)
         .serve_connection(io, service);
     let outcome = match connection.await {
         Ok(()) => "kas closed the connection".to_string(),

@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("409 Conflict - {0}")]
     Conflict(String),
+    #[error("413 Request Entity Too Large - {0}")]
+    TooLarge(String),
     #[error("500 Internal Server Error")]
     Internal(String),
 }
@@ -37,6 +39,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -24,6 +24,9 @@ use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
 use glagent_git::{Repos, ref_updates};
 
+/// The largest request body of a Git request (a push's pack).
+pub const MAX_PUSH: usize = 1 << 30;
+
 const SUFFIXES: [&str; 3] = ["/info/refs", "/git-upload-pack", "/git-receive-pack"];
 
 /// Whether a request path is a Git smart-HTTP request.
@@ -131,7 +134,27 @@ async fn serve(state: &Api, request: Request) -> Result<Response, Response> {
     }
 
     let path_info = format!("/{}{}", Repos::dir_name(project.id), suffix);
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "A push is at most {} MiB on this server: push fewer commits at a time.\n",
+                MAX_PUSH >> 20
+            ),
+        )
+            .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_PUSH) {
+        return Err(too_large());
+    }
     let (parts, body) = request.into_parts();
+    // A chunked body is cut at the limit: git then refuses the truncated pack.
+    let body = http_body_util::Limited::new(body, MAX_PUSH);
     let header = |name: &str| {
         parts
             .headers
@@ -187,7 +210,9 @@ async fn serve(state: &Api, request: Request) -> Result<Response, Response> {
         .map_err(|e| ApiError::Internal(format!("starting git http-backend: {e}")).into_response())?;
     let mut stdin = child.stdin.take().expect("piped");
     tokio::spawn(async move {
-        let mut reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+        let mut reader = StreamReader::new(
+            http_body_util::BodyDataStream::new(body).map_err(|e| std::io::Error::other(e.to_string())),
+        );
         let _ = tokio::io::copy(&mut reader, &mut stdin).await;
     });
     let mut stderr = child.stderr.take().expect("piped");

@@ -61,9 +61,13 @@ pub fn router(services: Services, connections: Connections) -> Router {
 
 /// [`router`], with `pages` answering the paths that are neither the REST
 /// API nor Git (the web UI's project pages live under project paths too).
+/// The largest request body the REST API reads (the Files API's content,
+/// base64-encoded, included).
+pub const MAX_BODY: usize = 10 << 20;
+
 pub fn router_with_pages(services: Services, connections: Connections, pages: Option<Router>) -> Router {
     Router::new()
-        .nest("/api/v4", rest())
+        .nest("/api/v4", rest().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)))
         .fallback(fallback)
         .with_state(Api {
             services,

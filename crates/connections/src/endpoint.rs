@@ -17,6 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::registry::MAX_CONNECTIONS_PER_TOKEN;
 use crate::{Connections, session};
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -98,6 +99,17 @@ pub async fn agent_endpoint(
             );
         }
     };
+    if connections.registry.token_connections(token.id) >= MAX_CONNECTIONS_PER_TOKEN {
+        tracing::warn!(agent_id = agent.id, token_id = token.id, "agent connection refused: too many with one token");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "429 Too Many Requests - token {} already holds {MAX_CONNECTIONS_PER_TOKEN} connections to this kas: \
+                 give each group of agentk pods its own token, or run fewer replicas",
+                token.name
+            ),
+        );
+    }
     let connection_id = headers
         .get(CONNECTION_ID_HEADER)
         .and_then(|v| v.to_str().ok())

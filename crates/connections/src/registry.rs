@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use axum::body::Body;
 use glagent_proto::AgentInfo;
@@ -30,6 +30,26 @@ pub struct AgentConnection {
     pub close: CancellationToken,
     /// Wakes the connection's session: a push that concerns it.
     pub wake: tokio::sync::mpsc::UnboundedSender<Wake>,
+    /// Proxied requests open on it (see [`MAX_STREAMS`]).
+    pub open_streams: AtomicUsize,
+}
+
+/// Proxied requests one agent connection carries at once, as upstream
+/// allows an agent 500 streams; agentk's HTTP/2 server allows a few more
+/// for kas's own requests (configuration, metadata).
+pub const MAX_STREAMS: usize = 500;
+
+/// Connections one agent token may hold to one kas replica: one per agentk
+/// pod, so a Deployment of up to this many pods per token.
+pub const MAX_CONNECTIONS_PER_TOKEN: usize = 100;
+
+/// One of a connection's [`MAX_STREAMS`], given back when dropped.
+pub struct StreamSlot(Arc<AgentConnection>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a session is woken.
@@ -43,6 +63,17 @@ pub enum Wake {
 }
 
 impl AgentConnection {
+    /// A slot for one more proxied request, or `None` while
+    /// [`MAX_STREAMS`] are open.
+    pub fn open_stream(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.open_streams
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < MAX_STREAMS).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(self.clone()))
+    }
+
     pub fn info(&self) -> Option<AgentInfo> {
         self.info.lock().clone()
     }
@@ -195,6 +226,11 @@ impl AgentRegistry {
         }
     }
 
+    /// How many connections this replica holds with the token.
+    pub fn token_connections(&self, token_id: i64) -> usize {
+        self.lock().values().filter(|c| c.token_id == token_id).count()
+    }
+
     fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool) -> usize {
         let doomed: Vec<_> = self.lock().values().filter(|c| matches(c)).cloned().collect();
         for connection in &doomed {
@@ -241,9 +277,22 @@ mod tests {
             sender,
             close: CancellationToken::new(),
             wake: tokio::sync::mpsc::unbounded_channel().0,
+            open_streams: Default::default(),
         });
         registry.insert(connection.clone());
         (connection, server)
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_at_most_its_streams_and_gets_them_back() {
+        let registry = AgentRegistry::default();
+        let (connection, _server) = connection(&registry, 9).await;
+        let slots: Vec<StreamSlot> = (0..MAX_STREAMS).map_while(|_| connection.open_stream()).collect();
+        assert_eq!(slots.len(), MAX_STREAMS);
+        assert!(connection.open_stream().is_none(), "the 501st is refused");
+        drop(slots);
+        assert_eq!(connection.open_streams.load(Ordering::Relaxed), 0);
+        assert!(connection.open_stream().is_some());
     }
 
     #[tokio::test]

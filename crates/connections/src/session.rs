@@ -93,6 +93,7 @@ where
         sender,
         close,
         wake,
+        open_streams: Default::default(),
     });
     connections.registry.insert(connection.clone());
     let _counted = kas().agent_connection(transport);

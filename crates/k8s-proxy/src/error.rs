@@ -17,6 +17,9 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit the caller can wait for (open streams of an agent).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// kas's own trouble (its database, its repositories): logged in full,
     /// shown to the caller only as a request to try again.
     #[error("kas could not decide on this request: try again, and tell your kas administrator if it persists")]
@@ -35,6 +38,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ProxyError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ProxyError::Unavailable(_) | ProxyError::Internal(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
@@ -50,6 +54,11 @@ impl IntoResponse for ProxyError {
         let (code, reason) = self.status();
         let body = glagent_proto::kubernetes_status(code.as_u16(), reason, &self.to_string());
         let mut response = (code, axum::Json(body)).into_response();
+        if code == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if code == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

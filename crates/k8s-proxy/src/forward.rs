@@ -18,6 +18,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use glagent_connections::routing::{AGENT_HEADER, IDENTITY_HEADER, SIGNATURE_HEADER};
+use glagent_connections::registry::{MAX_STREAMS, StreamSlot};
 use glagent_connections::{AgentConnection, Connections, Routing};
 use glagent_proto::forwarding::{copy_end_to_end, encode_identity, rebase, upgrade_protocol, via};
 use glagent_proto::{IMPERSONATION_HEADER, K8S_PROXY_PATH, UPGRADE_HEADER, UPGRADE_STATUS_HEADER};
@@ -98,8 +99,16 @@ pub async fn forward(
     let path = parts.uri.path();
     let query = parts.uri.query();
 
+    let mut slot = None;
     let (response, upstream) = match &target {
         Target::Local(connection) => {
+            slot = Some(connection.open_stream().ok_or_else(|| {
+                ProxyError::TooManyRequests(format!(
+                    "agent {} has {MAX_STREAMS} requests open through this kas (the limit per connection): \
+                     close watches, logs or port-forwards you no longer need, or try again",
+                    authorized.agent_id
+                ))
+            })?);
             headers.append(header::VIA, via(VIA));
             if let Some(identity) = &authorized.impersonation {
                 headers.insert(IMPERSONATION_HEADER, encode_identity(identity));
@@ -208,6 +217,7 @@ pub async fn forward(
         return Ok(Forwarded {
             response: out,
             splice: Some(Box::pin(splice)),
+            slot,
         });
     }
     *out.status_mut() = parts.status;
@@ -217,6 +227,7 @@ pub async fn forward(
     Ok(Forwarded {
         response: out,
         splice: None,
+        slot,
     })
 }
 
@@ -225,6 +236,8 @@ pub async fn forward(
 pub struct Forwarded {
     response: Response,
     splice: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The agent connection's stream, held until the exchange ends.
+    slot: Option<StreamSlot>,
 }
 
 impl Forwarded {
@@ -235,6 +248,7 @@ impl Forwarded {
     /// The response to send; `keep` lives until the exchange has ended:
     /// the body sent or dropped, or the upgraded connection closed.
     pub fn respond<G: Send + Unpin + 'static>(self, keep: G) -> Response {
+        let keep = (keep, self.slot);
         match self.splice {
             Some(splice) => {
                 tokio::spawn(async move {

@@ -76,6 +76,9 @@ impl Drop for Exchange {
         let (Some(authorized), Some(caller)) = (&self.authorized, caller) else {
             return;
         };
+        if !self.services.settings.audit_log {
+            return;
+        }
         self.services.audit.record(NewAuditEvent {
             agent_id: authorized.agent_id,
             started_at: self.started_at,

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// port 8151). Off by default: metrics are not on the public port.
     #[arg(long, env = "KAS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether requests through the Kubernetes proxy are recorded in the
+    /// audit log (database, API, `audit` log target). On by default.
+    #[arg(long, env = "KAS_AUDIT_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_log: bool,
     /// Days the audit log keeps requests through the Kubernetes proxy.
     #[arg(long, env = "KAS_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_retention_days: u32,

@@ -236,6 +236,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         Sealer::open_dir(&storage.data_dir.join("secrets")).context("the sealing key of the data directory")?;
     let settings = Settings {
         receptive_agents: args.receptive_agents,
+        audit_log: args.audit_log,
         audit_retention: Duration::from_secs(u64::from(args.audit_retention_days) * 86_400),
     };
     let services = Services::new(
@@ -365,6 +366,9 @@ async fn shutdown_signal() {
 
 /// Serves HTTP/1.1 and HTTP/2 (over TLS when given) until `shutdown`, then
 /// lets open connections finish for up to 10 s.
+/// The most header bytes a request may have, on every listener.
+const MAX_HEADERS: usize = 64 << 10;
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -391,7 +395,10 @@ async fn accept_loop(
         let graceful = graceful.clone();
         tokio::spawn(async move {
             let service = TowerToHyperService::new(app);
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Request headers are at most MAX_HEADERS (431 above).
+            builder.http1().max_buf_size(MAX_HEADERS);
+            builder.http2().max_header_list_size(MAX_HEADERS as u32);
             match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(stream) => {

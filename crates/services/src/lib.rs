@@ -69,6 +69,8 @@ pub struct Settings {
     /// GitLab's `receptive_cluster_agents_enabled`: URL configurations may
     /// be made (the API answers 404 otherwise).
     pub receptive_agents: bool,
+    /// Whether proxied requests are recorded in the audit log.
+    pub audit_log: bool,
     /// How long the audit log keeps proxied requests.
     pub audit_retention: std::time::Duration,
 }
@@ -77,6 +79,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             receptive_agents: true,
+            audit_log: true,
             audit_retention: std::time::Duration::from_secs(30 * 86_400),
         }
     }

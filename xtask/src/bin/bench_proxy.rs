@@ -5,7 +5,10 @@
 //! through `kubectl proxy`, through two bare TCP relays and, when
 //! `GLAGENT_BENCH_BASELINE` names a directory holding another build's `kas`
 //! and `agentk`, through that pair too (old build against new build,
-//! requests alternating). Prints the figures and a `RESULT` line.
+//! requests alternating), and through a pair whose kas keeps no audit log
+//! (the audit log's cost). Then, path by path, the CPU time each process
+//! on the path spends per GET (from `/proc`) and the throughput at 1, 8
+//! and 64 concurrent GETs. Prints the figures and `RESULT` lines.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -88,6 +91,98 @@ async fn bench_get(paths: &[&Path], ns: &str) -> Result<Vec<(Duration, Duration)
         .iter_mut()
         .map(|s| (percentile(s, 50), percentile(s, 99)))
         .collect())
+}
+
+/// CPU time (user + system) a process has used, from `/proc`.
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the line, in clock ticks.
+    let after = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// The kube-apiserver serving on `port`.
+fn api_server_pid(port: u16) -> Result<u32> {
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("kube-apiserver"))
+            && args.iter().any(|a| a == &format!("--secure-port={port}"))
+        {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("no kube-apiserver process with --secure-port={port}")
+}
+
+/// What one path's GETs cost: CPU per GET of each process on it, one GET
+/// at a time; then requests per second and p99 at 1, 8 and 64 concurrent
+/// GETs.
+struct Cost {
+    cpu_per_get: Vec<(&'static str, Duration)>,
+    throughput: Vec<(usize, f64, Duration)>,
+}
+
+const COST_GETS: usize = 2000;
+const CONCURRENCY: [usize; 3] = [1, 8, 64];
+
+async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) -> Result<Cost> {
+    let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
+    for _ in 0..50 {
+        path.get(&url).send().await?.bytes().await?;
+    }
+    let before: Vec<Duration> = processes.iter().map(|(_, pid)| cpu_time(*pid)).collect::<Result<_>>()?;
+    for _ in 0..COST_GETS {
+        let response = path.get(&url).send().await?;
+        anyhow::ensure!(response.status().is_success(), "{}: GET {}", path.name, response.status());
+        response.bytes().await?;
+    }
+    let mut cpu_per_get = Vec::new();
+    for ((name, pid), before) in processes.iter().zip(before) {
+        cpu_per_get.push((*name, cpu_time(*pid)?.saturating_sub(before) / COST_GETS as u32));
+    }
+    let mut throughput = Vec::new();
+    for concurrency in CONCURRENCY {
+        let total = (concurrency * 250).max(2000);
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let workers = (0..concurrency).map(|_| {
+            let next = next.clone();
+            let url = url.clone();
+            async move {
+                let mut samples = Vec::new();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let sent = Instant::now();
+                    let response = path.get(&url).send().await?;
+                    anyhow::ensure!(response.status().is_success(), "{}: GET {}", path.name, response.status());
+                    response.bytes().await?;
+                    samples.push(sent.elapsed());
+                }
+                anyhow::Ok(samples)
+            }
+        });
+        let mut samples: Vec<Duration> = futures_util::future::try_join_all(workers)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
+        throughput.push((concurrency, rate, percentile(&mut samples, 99)));
+    }
+    Ok(Cost { cpu_per_get, throughput })
 }
 
 /// Objects per second listed.
@@ -262,12 +357,14 @@ async fn bench() -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
 
     // kas + agentk (release builds), user access as the agent.
-    let (kas, _agentk, via) = start_pair("kas+agentk", &release, env, Transport::Wss).await?;
-    let (_grpcs_kas, _grpcs_agentk, grpcs) = start_pair("grpcs://", &release, env, Transport::Grpcs).await?;
+    let (kas, agentk, via) = start_pair("kas+agentk", &release, env, Transport::Wss, &[]).await?;
+    let (_quiet_kas, _quiet_agentk, unaudited) =
+        start_pair("no audit log", &release, env, Transport::Wss, &[("KAS_AUDIT_LOG", "false")]).await?;
+    let (_grpcs_kas, _grpcs_agentk, grpcs) = start_pair("grpcs://", &release, env, Transport::Grpcs, &[]).await?;
     let (_receptive_kas, _receptive_agentk, receptive) =
-        start_pair("receptive", &release, env, Transport::Receptive).await?;
+        start_pair("receptive", &release, env, Transport::Receptive, &[]).await?;
     let baseline = match std::env::var_os("GLAGENT_BENCH_BASELINE") {
-        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), env, Transport::Wss).await?),
+        Some(dir) => Some(start_pair("baseline", &PathBuf::from(dir), env, Transport::Wss, &[]).await?),
         None => None,
     };
 
@@ -327,7 +424,7 @@ async fn bench() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut paths = vec![&direct, &via, &kproxy, &relays, &grpcs, &receptive];
+    let mut paths = vec![&direct, &via, &kproxy, &relays, &grpcs, &receptive, &unaudited];
     if let Some((_, _, path)) = &baseline {
         paths.push(path);
     }
@@ -359,9 +456,58 @@ async fn bench() -> Result<()> {
             .map(|w| format!(", baseline {:.2} ms", ms(*w)))
             .unwrap_or_default()
     );
+    // What a GET costs on each path, and throughput under concurrency.
+    let api_server = api_server_pid(api_port)?;
+    let pid = |pid: Option<u32>| pid.context("a running process");
+    let costs = [
+        (&direct, vec![("API server", api_server)]),
+        (
+            &via,
+            vec![("kas", pid(kas.pid())?), ("agentk", pid(agentk.pid())?), ("API server", api_server)],
+        ),
+        (&kproxy, vec![("kubectl proxy", kubectl_proxy.id()), ("API server", api_server)]),
+    ];
+    let mut measured = Vec::new();
+    for (path, processes) in &costs {
+        let cost = bench_cost(path, processes, &ns).await?;
+        let cpu: Vec<String> = cost
+            .cpu_per_get
+            .iter()
+            .map(|(name, cpu)| format!("{name} {:.0} µs", cpu.as_secs_f64() * 1e6))
+            .collect();
+        let rates: Vec<String> = cost
+            .throughput
+            .iter()
+            .map(|(c, rate, p99)| format!("{c}: {rate:.0}/s p99 {:.2} ms", ms(*p99)))
+            .collect();
+        println!("{:>13}: CPU per GET {}; concurrent GETs {}", path.name, cpu.join(", "), rates.join(", "));
+        measured.push(cost);
+    }
+    let proxy_cpu = |cost: &Cost| -> f64 {
+        cost.cpu_per_get
+            .iter()
+            .filter(|(name, _)| *name != "API server")
+            .map(|(_, cpu)| cpu.as_secs_f64() * 1e6)
+            .sum()
+    };
+    let (ours, theirs) = (&measured[1], &measured[2]);
+    println!(
+        "RESULT cpu_per_get_us={:.0} kubectl_proxy_cpu_per_get_us={:.0} cpu_ratio={:.2} p99_8_ratio={:.2} throughput_64_ratio={:.2}",
+        proxy_cpu(ours),
+        proxy_cpu(theirs),
+        proxy_cpu(ours) / proxy_cpu(theirs),
+        ms(ours.throughput[1].2) / ms(theirs.throughput[1].2),
+        ours.throughput[2].1 / theirs.throughput[2].1,
+    );
     let _ = kubectl_proxy.kill();
     let _ = kubectl_proxy.wait();
     let (d, v, k, r, g, rc) = (results[0], results[1], results[2], results[3], results[4], results[5]);
+    let quiet = results[6];
+    println!(
+        "RESULT audit_get_p50_ratio={:.2} audit_get_p99_ratio={:.2} (kas+agentk with the audit log against without, same run)",
+        ms(v.0) / ms(quiet.0),
+        ms(v.1) / ms(quiet.1),
+    );
     println!(
         "RESULT get_p50_ratio={:.2} get_p99_ratio={:.2} list_throughput_ratio={:.2} watch_p99_extra_ms={:.2} kubectl_proxy_get_p50_ratio={:.2} two_relays_get_p50_ratio={:.2}",
         ms(v.0) / ms(d.0),
@@ -378,7 +524,7 @@ async fn bench() -> Result<()> {
         g.2 / v.2,
         rc.2 / v.2,
     );
-    if let (Some(b), Some(watch_baseline)) = (results.get(6), watch.get(2)) {
+    if let (Some(b), Some(watch_baseline)) = (results.get(7), watch.get(2)) {
         println!(
             "RESULT vs_baseline_get_p50_ratio={:.2} vs_baseline_get_p99_ratio={:.2} vs_baseline_list_ratio={:.2} vs_baseline_watch_p99_extra_ms={:.2} baseline_get_p50_ratio={:.2}",
             ms(v.0) / ms(b.0),
@@ -411,11 +557,15 @@ async fn start_pair(
     binaries: &std::path::Path,
     env: &KubeEnv,
     transport: Transport,
+    kas_env: &[(&str, &str)],
 ) -> Result<(Kas, Agentk, Path)> {
     let agent_port = glagent_test_support::free_port();
-    let mut options = KasOptions::default();
+    let mut options = KasOptions {
+        env: kas_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
     if transport == Transport::Grpcs {
-        options.env = vec![("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}"))];
+        options.env.push(("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}")));
     }
     let kas = Kas::start(&binaries.join("kas"), options).await;
     let fixture = kas.project_with_agent("bench", "bench").await;
