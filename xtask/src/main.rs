@@ -7,6 +7,7 @@
 //!   (see `bin/bench_flux.rs`).
 //! - `bench ui`: the Kubernetes clusters page with 1,000 agents (see
 //!   `bin/bench_ui.rs`).
+//! - `fuzz <target> [--seconds N]`: a cargo-fuzz target (see `fuzz.rs`).
 //! - `image [--verify]`: the agentk OCI image (see `image.rs`).
 //! - `tidy`: checks that every crate root says why it exists (`//!`), that
 //!   no `dbg!` is committed, that no integration-test file is over 800
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 mod bench;
+mod fuzz;
 mod image;
 mod tidy;
 
@@ -34,6 +36,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|| root.join("target"));
             image::image(&root, &target, verify)
         }
+        "fuzz" => fuzz::fuzz(&workspace_root(), &std::env::args().skip(2).collect::<Vec<_>>()),
         "bench" => match std::env::args().nth(2).as_deref() {
             Some("agent-idle") => bench::agent_idle(&workspace_root()),
             Some("proxy") => bench::proxy(&workspace_root()),
@@ -45,7 +48,7 @@ fn main() -> Result<()> {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask tidy | image [--verify] | bench agent-idle|proxy|flux|ui|dashboard|fleet [--agents N]"
+                "usage: cargo xtask tidy | image [--verify] | fuzz <target> [--seconds N] | bench agent-idle|proxy|flux|ui|dashboard|fleet [--agents N]"
             );
             std::process::exit(2);
         }

@@ -1,8 +1,8 @@
 //! agentk's logging (glagent-telemetry's), whose level the agent
 //! configuration can change while running (`observability.logging.level`).
 
-pub use glagent_telemetry::logging::{LogFormat, LogLevel};
 use glagent_telemetry::logging::Logging;
+pub use glagent_telemetry::logging::{LogFormat, LogLevel};
 
 /// Installs the subscriber in `format`: level from `RUST_LOG`, default
 /// `info`, the HTTP/2, HTTP and TLS libraries at `warn`.

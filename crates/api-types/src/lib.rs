@@ -29,8 +29,7 @@ mod users;
 
 pub use agents::{
     Agent, AgentConfiguration, AgentToken, AgentTokenStatus, AuditEvent, AuditJob, AuditUser, ConfigProject,
-    ConfigurationError, Connection,
-    ConnectionWarning, CreatedAgentToken, InstallCommand, UrlConfiguration,
+    ConfigurationError, Connection, ConnectionWarning, CreatedAgentToken, InstallCommand, UrlConfiguration,
 };
 pub use ci::{
     AllowedAgent, AllowedAgentConfiguration, AllowedAgents, CreatedCiJob, Id, JobEnvironment, JobProject, JobUser,

@@ -17,12 +17,36 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, ApiError> {
-        let mut map = Map::new();
-        merge_form(&mut map, parts.uri.query().unwrap_or_default().as_bytes());
-        serde_json::from_value(Value::Object(map))
-            .map(Query)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        from_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
+}
+
+/// Parameters of type `T` from a query string.
+pub fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let mut map = Map::new();
+    merge_form(&mut map, query.as_bytes());
+    serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// Parameters of type `T` from a query string and a body (JSON or a
+/// form), the body's fields winning.
+pub fn from_query_and_body<T: DeserializeOwned>(query: Option<&str>, json: bool, body: &[u8]) -> Result<T, ApiError> {
+    let mut map = Map::new();
+    if let Some(query) = query {
+        merge_form(&mut map, query.as_bytes());
+    }
+    if !body.is_empty() {
+        if json {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(fields)) => map.extend(fields),
+                Ok(_) => return Err(ApiError::BadRequest("the JSON body must be an object".into())),
+                Err(e) => return Err(ApiError::BadRequest(format!("the JSON body is invalid: {e}"))),
+            }
+        } else {
+            merge_form(&mut map, body);
+        }
+    }
+    serde_json::from_value(Value::Object(map)).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Parameters of type `T`, from the query string and the body together.
@@ -32,11 +56,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let mut map = Map::new();
-        if let Some(query) = req.uri().query() {
-            merge_form(&mut map, query.as_bytes());
-        }
-        let is_json = req
+        let query = req.uri().query().map(str::to_string);
+        let json = req
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -51,20 +72,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
                 ApiError::BadRequest(format!("could not read the request body: {e}"))
             }
         })?;
-        if !body.is_empty() {
-            if is_json {
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(Value::Object(fields)) => map.extend(fields),
-                    Ok(_) => return Err(ApiError::BadRequest("the JSON body must be an object".into())),
-                    Err(e) => return Err(ApiError::BadRequest(format!("the JSON body is invalid: {e}"))),
-                }
-            } else {
-                merge_form(&mut map, &body);
-            }
-        }
-        serde_json::from_value(Value::Object(map))
-            .map(Params)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))
+        from_query_and_body(query.as_deref(), json, &body).map(Params)
     }
 }
 

@@ -13,7 +13,7 @@ pub mod error;
 mod files;
 pub mod git_http;
 mod groups;
-mod input;
+pub mod input;
 mod members;
 mod meta;
 mod projects;

@@ -65,7 +65,10 @@ pub fn audit_table(events: &[AuditEvent]) -> String {
     ]];
     for event in events {
         let via = match &event.ci_job {
-            Some(job) => format!("ci_job {} (pipeline {}, project {})", job.id, job.pipeline_id, job.project_id),
+            Some(job) => format!(
+                "ci_job {} (pipeline {}, project {})",
+                job.id, job.pipeline_id, job.project_id
+            ),
             None => event.credential.clone(),
         };
         lines.push([

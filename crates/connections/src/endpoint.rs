@@ -100,7 +100,11 @@ pub async fn agent_endpoint(
         }
     };
     if connections.registry.token_connections(token.id) >= MAX_CONNECTIONS_PER_TOKEN {
-        tracing::warn!(agent_id = agent.id, token_id = token.id, "agent connection refused: too many with one token");
+        tracing::warn!(
+            agent_id = agent.id,
+            token_id = token.id,
+            "agent connection refused: too many with one token"
+        );
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(

@@ -25,6 +25,7 @@ use glagent_core::secret;
 use glagent_proto::{AGENT_PATH, AGENT_TOKEN_HEADER, CONNECTION_ID_HEADER};
 use glagent_services::Services;
 use glagent_store::{StoreError, Timestamp, UrlConfiguration};
+use glagent_telemetry::metrics::kas;
 use glagent_tunnel::Backoff;
 use glagent_tunnel::raw::{RawIo, UpgradeError};
 use rustls::pki_types::ServerName;
@@ -32,7 +33,6 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use glagent_telemetry::metrics::kas;
 use tokio_util::sync::CancellationToken;
 
 use crate::Connections;

@@ -12,6 +12,7 @@
 
 pub mod forwarding;
 pub mod jwt;
+pub mod signing;
 
 use glagent_core::agent_config::AgentConfig;
 use serde::{Deserialize, Serialize};

@@ -34,13 +34,13 @@ use glagent_services::sealed::Sealer;
 use glagent_services::urls::Urls;
 use glagent_services::{Services, Settings};
 use glagent_store::{NewPersonalAccessToken, Store};
+use glagent_telemetry::logging::{LogFormat, Logging};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use glagent_telemetry::logging::{LogFormat, Logging};
 
 use crate::args::{AdminCommand, Cli, Command, ServeArgs, StorageArgs};
 

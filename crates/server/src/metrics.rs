@@ -30,7 +30,10 @@ pub async fn serve(
             async move {
                 let mut agents = registry.agent_ids();
                 agents.dedup();
-                ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], kas().encode(agents.len()))
+                (
+                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    kas().encode(agents.len()),
+                )
             }
         }),
     );

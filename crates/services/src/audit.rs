@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 20_000;
 /// Events written per transaction at most.
 const BATCH: usize = 500;
+/// How long the writer gathers events after the first of a batch: one
+/// transaction a second at most while requests trickle in, instead of
+/// one per request.
+const GATHER: Duration = Duration::from_secs(1);
 /// How often events older than the retention are forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -94,6 +98,15 @@ impl AuditLog {
                 received = receiver.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         return;
+                    }
+                    let gathering = tokio::time::sleep(GATHER);
+                    tokio::pin!(gathering);
+                    while batch.len() < BATCH {
+                        let room = BATCH - batch.len();
+                        tokio::select! {
+                            () = &mut gathering => break,
+                            more = receiver.recv_many(&mut batch, room) => if more == 0 { break },
+                        }
                     }
                     write(&store, &mut batch).await;
                 }

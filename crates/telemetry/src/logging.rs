@@ -65,14 +65,19 @@ pub struct LogLevel {
 
 impl fmt::Debug for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LogLevel").field("attached", &self.reload.is_some()).finish()
+        f.debug_struct("LogLevel")
+            .field("attached", &self.reload.is_some())
+            .finish()
     }
 }
 
 impl LogLevel {
     /// A handle that changes nothing, for tests.
     pub fn detached() -> LogLevel {
-        LogLevel { reload: None, quiet: "" }
+        LogLevel {
+            reload: None,
+            quiet: "",
+        }
     }
 
     /// Sets the level (`debug`, `info`, `warn`, `error`); the libraries
@@ -150,7 +155,10 @@ where
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         line.insert("time".into(), Value::String(time));
-        line.insert("level".into(), Value::String(metadata.level().as_str().to_ascii_lowercase()));
+        line.insert(
+            "level".into(),
+            Value::String(metadata.level().as_str().to_ascii_lowercase()),
+        );
         line.insert("message".into(), Value::String(String::new()));
         line.insert("module".into(), Value::String(metadata.target().to_string()));
         event.record(&mut JsonVisitor(&mut line));

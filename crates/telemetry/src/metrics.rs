@@ -217,7 +217,12 @@ impl Kas {
 
     /// Counts a connection while the guard lives.
     pub fn agent_connection(&self, transport: &'static str) -> OpenGuard {
-        Open(self.agent_connections.get_or_create(&TransportLabels { transport }).clone()).enter()
+        Open(
+            self.agent_connections
+                .get_or_create(&TransportLabels { transport })
+                .clone(),
+        )
+        .enter()
     }
 
     /// A proxied request that ended.
@@ -295,7 +300,11 @@ impl Default for Agent {
             registry.register(name, help, counter.clone());
             counter
         };
-        let connection_attempts = counter(&mut registry, "agentk_connection_attempts", "Attempts to connect to kas");
+        let connection_attempts = counter(
+            &mut registry,
+            "agentk_connection_attempts",
+            "Attempts to connect to kas",
+        );
         let connection_failures = counter(&mut registry, "agentk_connection_failures", "Attempts that failed");
         let connections = counter(&mut registry, "agentk_connections", "Connections established");
         let configuration_updates = counter(&mut registry, "agentk_configuration_updates", "Configurations applied");
@@ -309,8 +318,16 @@ impl Default for Agent {
             registry.register(name, help, gauge.clone());
             gauge
         };
-        let connected = gauge(&mut registry, "agentk_connected", "Whether the agent is connected to kas");
-        let leader = gauge(&mut registry, "agentk_leader", "Whether this replica holds the agent's Lease");
+        let connected = gauge(
+            &mut registry,
+            "agentk_connected",
+            "Whether the agent is connected to kas",
+        );
+        let leader = gauge(
+            &mut registry,
+            "agentk_leader",
+            "Whether this replica holds the agent's Lease",
+        );
         let tasks = gauge(&mut registry, "agentk_tokio_alive_tasks", "Tasks alive in the runtime");
         let configuration = Family::<ConfigurationLabels, Gauge>::default();
         registry.register(
@@ -371,7 +388,9 @@ pub struct AgentNow {
 impl Agent {
     /// A request to the API server that ended.
     pub fn kubernetes_request(&self, verb: &'static str, code: u16, took: Duration) {
-        self.kubernetes_requests.get_or_create(&VerbCodeLabels { verb, code }).inc();
+        self.kubernetes_requests
+            .get_or_create(&VerbCodeLabels { verb, code })
+            .inc();
         self.kubernetes_latency
             .get_or_create(&VerbLabels { verb })
             .observe(took.as_secs_f64());
@@ -438,19 +457,42 @@ mod tests {
     fn verbs_follow_the_api_server_s_naming() {
         assert_eq!(kubernetes_verb("GET", "/api/v1/namespaces", None, false), "list");
         assert_eq!(kubernetes_verb("GET", "/api/v1/namespaces/default", None, false), "get");
-        assert_eq!(kubernetes_verb("GET", "/api/v1/namespaces/default/pods", None, false), "list");
         assert_eq!(
-            kubernetes_verb("GET", "/api/v1/namespaces/default/pods", Some("watch=true&resourceVersion=5"), false),
+            kubernetes_verb("GET", "/api/v1/namespaces/default/pods", None, false),
+            "list"
+        );
+        assert_eq!(
+            kubernetes_verb(
+                "GET",
+                "/api/v1/namespaces/default/pods",
+                Some("watch=true&resourceVersion=5"),
+                false
+            ),
             "watch"
         );
         assert_eq!(kubernetes_verb("GET", "/apis/apps/v1/deployments", None, false), "list");
-        assert_eq!(kubernetes_verb("GET", "/apis/apps/v1/namespaces/a/deployments/b", None, false), "get");
-        assert_eq!(kubernetes_verb("GET", "/api/v1/namespaces/a/pods/b/log", None, false), "get");
+        assert_eq!(
+            kubernetes_verb("GET", "/apis/apps/v1/namespaces/a/deployments/b", None, false),
+            "get"
+        );
+        assert_eq!(
+            kubernetes_verb("GET", "/api/v1/namespaces/a/pods/b/log", None, false),
+            "get"
+        );
         assert_eq!(kubernetes_verb("GET", "/api/v1", None, false), "get");
         assert_eq!(kubernetes_verb("POST", "/api/v1/namespaces", None, false), "create");
-        assert_eq!(kubernetes_verb("DELETE", "/api/v1/namespaces/a/pods", None, false), "deletecollection");
-        assert_eq!(kubernetes_verb("DELETE", "/api/v1/namespaces/a/pods/b", None, false), "delete");
-        assert_eq!(kubernetes_verb("POST", "/api/v1/namespaces/a/pods/b/exec", None, true), "connect");
+        assert_eq!(
+            kubernetes_verb("DELETE", "/api/v1/namespaces/a/pods", None, false),
+            "deletecollection"
+        );
+        assert_eq!(
+            kubernetes_verb("DELETE", "/api/v1/namespaces/a/pods/b", None, false),
+            "delete"
+        );
+        assert_eq!(
+            kubernetes_verb("POST", "/api/v1/namespaces/a/pods/b/exec", None, true),
+            "connect"
+        );
         assert_eq!(kubernetes_verb("GET", "/version", None, false), "get");
     }
 

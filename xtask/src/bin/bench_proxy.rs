@@ -147,7 +147,12 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
     let before: Vec<Duration> = processes.iter().map(|(_, pid)| cpu_time(*pid)).collect::<Result<_>>()?;
     for _ in 0..COST_GETS {
         let response = path.get(&url).send().await?;
-        anyhow::ensure!(response.status().is_success(), "{}: GET {}", path.name, response.status());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{}: GET {}",
+            path.name,
+            response.status()
+        );
         response.bytes().await?;
     }
     let mut cpu_per_get = Vec::new();
@@ -167,7 +172,12 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                     let sent = Instant::now();
                     let response = path.get(&url).send().await?;
-                    anyhow::ensure!(response.status().is_success(), "{}: GET {}", path.name, response.status());
+                    anyhow::ensure!(
+                        response.status().is_success(),
+                        "{}: GET {}",
+                        path.name,
+                        response.status()
+                    );
                     response.bytes().await?;
                     samples.push(sent.elapsed());
                 }
@@ -182,7 +192,10 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
         let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
         throughput.push((concurrency, rate, percentile(&mut samples, 99)));
     }
-    Ok(Cost { cpu_per_get, throughput })
+    Ok(Cost {
+        cpu_per_get,
+        throughput,
+    })
 }
 
 /// Objects per second listed.
@@ -358,8 +371,14 @@ async fn bench() -> Result<()> {
 
     // kas + agentk (release builds), user access as the agent.
     let (kas, agentk, via) = start_pair("kas+agentk", &release, env, Transport::Wss, &[]).await?;
-    let (_quiet_kas, _quiet_agentk, unaudited) =
-        start_pair("no audit log", &release, env, Transport::Wss, &[("KAS_AUDIT_LOG", "false")]).await?;
+    let (quiet_kas, quiet_agentk, unaudited) = start_pair(
+        "no audit log",
+        &release,
+        env,
+        Transport::Wss,
+        &[("KAS_AUDIT_LOG", "false")],
+    )
+    .await?;
     let (_grpcs_kas, _grpcs_agentk, grpcs) = start_pair("grpcs://", &release, env, Transport::Grpcs, &[]).await?;
     let (_receptive_kas, _receptive_agentk, receptive) =
         start_pair("receptive", &release, env, Transport::Receptive, &[]).await?;
@@ -463,9 +482,24 @@ async fn bench() -> Result<()> {
         (&direct, vec![("API server", api_server)]),
         (
             &via,
-            vec![("kas", pid(kas.pid())?), ("agentk", pid(agentk.pid())?), ("API server", api_server)],
+            vec![
+                ("kas", pid(kas.pid())?),
+                ("agentk", pid(agentk.pid())?),
+                ("API server", api_server),
+            ],
         ),
-        (&kproxy, vec![("kubectl proxy", kubectl_proxy.id()), ("API server", api_server)]),
+        (
+            &kproxy,
+            vec![("kubectl proxy", kubectl_proxy.id()), ("API server", api_server)],
+        ),
+        (
+            &unaudited,
+            vec![
+                ("kas", pid(quiet_kas.pid())?),
+                ("agentk", pid(quiet_agentk.pid())?),
+                ("API server", api_server),
+            ],
+        ),
     ];
     let mut measured = Vec::new();
     for (path, processes) in &costs {
@@ -480,7 +514,12 @@ async fn bench() -> Result<()> {
             .iter()
             .map(|(c, rate, p99)| format!("{c}: {rate:.0}/s p99 {:.2} ms", ms(*p99)))
             .collect();
-        println!("{:>13}: CPU per GET {}; concurrent GETs {}", path.name, cpu.join(", "), rates.join(", "));
+        println!(
+            "{:>13}: CPU per GET {}; concurrent GETs {}",
+            path.name,
+            cpu.join(", "),
+            rates.join(", ")
+        );
         measured.push(cost);
     }
     let proxy_cpu = |cost: &Cost| -> f64 {
@@ -490,7 +529,13 @@ async fn bench() -> Result<()> {
             .map(|(_, cpu)| cpu.as_secs_f64() * 1e6)
             .sum()
     };
-    let (ours, theirs) = (&measured[1], &measured[2]);
+    let (ours, theirs, quiet) = (&measured[1], &measured[2], &measured[3]);
+    println!(
+        "RESULT audit_cpu_per_get_us={:.0} (kas+agentk with the audit log {:.0} µs, without {:.0} µs)",
+        proxy_cpu(ours) - proxy_cpu(quiet),
+        proxy_cpu(ours),
+        proxy_cpu(quiet),
+    );
     println!(
         "RESULT cpu_per_get_us={:.0} kubectl_proxy_cpu_per_get_us={:.0} cpu_ratio={:.2} p99_8_ratio={:.2} throughput_64_ratio={:.2}",
         proxy_cpu(ours),
@@ -565,7 +610,9 @@ async fn start_pair(
         ..Default::default()
     };
     if transport == Transport::Grpcs {
-        options.env.push(("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}")));
+        options
+            .env
+            .push(("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}")));
     }
     let kas = Kas::start(&binaries.join("kas"), options).await;
     let fixture = kas.project_with_agent("bench", "bench").await;

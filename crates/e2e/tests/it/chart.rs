@@ -313,7 +313,10 @@ fn the_chart_lints_and_renders_every_documented_combination() {
                 "config.api.tls.secretName is required",
             ),
             (
-                vec!["config.kasAddress=wss://kas/", "config.observability.logging.format=yaml"],
+                vec![
+                    "config.kasAddress=wss://kas/",
+                    "config.observability.logging.format=yaml",
+                ],
                 "config.observability.logging.format (yaml) must be json or text",
             ),
         ] {

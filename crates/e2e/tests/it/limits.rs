@@ -72,7 +72,14 @@ async fn refusals_of_large_bodies_reach_http2_clients() {
 /// `curl` with a header of `size` bytes to `url`: the status line.
 fn status_with_header(setup: &Setup, url: &str, http2: bool, size: usize) -> String {
     let output = Command::new("curl")
-        .args([if http2 { "--http2" } else { "--http1.1" }, "-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            if http2 { "--http2" } else { "--http1.1" },
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .arg("--cacert")
         .arg(setup.kas.ca_file())
         .args(["-H", &format!("X-Padding: {}", "p".repeat(size))])
@@ -117,7 +124,10 @@ async fn bodies_and_headers_beyond_the_limits_are_refused_with_the_limit_named_a
     // the proxy.
     let routes = [
         setup.kas.api("/version"),
-        format!("{}/{}.git/info/refs?service=git-upload-pack", setup.kas.url, setup.project_path),
+        format!(
+            "{}/{}.git/info/refs?service=git-upload-pack",
+            setup.kas.url, setup.project_path
+        ),
         format!("{}/-/kubernetes-agent/k8s-proxy/version", setup.kas.url),
     ];
     for url in &routes {
@@ -128,7 +138,10 @@ async fn bodies_and_headers_beyond_the_limits_are_refused_with_the_limit_named_a
         assert!(refused == "431" || refused == "000", "{url}: {refused}");
         for http2 in [false, true] {
             let answered = status_with_header(&setup, url, http2, 8 << 10);
-            assert!(answered != "431" && answered != "000", "{url} http2={http2}: {answered}");
+            assert!(
+                answered != "431" && answered != "000",
+                "{url} http2={http2}: {answered}"
+            );
         }
     }
 
@@ -206,9 +219,16 @@ async fn an_agent_connection_carries_500_requests_the_next_is_told_to_wait_and_a
     // The real agent holds one of the token's connections too.
     fleet.wait_connected(99, Duration::from_secs(60)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(fleet.connected(), 99, "the token's 100 connections are the real agent and 99 of these");
+    assert_eq!(
+        fleet.connected(),
+        99,
+        "the token's 100 connections are the real agent and 99 of these"
+    );
     assert!(
-        setup.kas.log().contains("agent connection refused: too many with one token"),
+        setup
+            .kas
+            .log()
+            .contains("agent connection refused: too many with one token"),
         "kas says why"
     );
 }

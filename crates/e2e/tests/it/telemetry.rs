@@ -38,8 +38,8 @@ fn json_lines(log: &str, who: &str) -> Vec<Value> {
     log.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let value: Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{who} wrote a line that is not JSON ({e}): {line}"));
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{who} wrote a line that is not JSON ({e}): {line}"));
             for key in ["time", "level", "message", "module"] {
                 assert!(value.get(key).is_some(), "{who}: no {key} in {line}");
             }
@@ -76,13 +76,32 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     let pat = member(&setup, "auditor", 30, &["k8s_proxy", "api"]).await;
     as_admin(
         &ns,
-        &["create", "rolebinding", "auditor-view", "--clusterrole=view", "--user=gitlab:user:auditor"],
+        &[
+            "create",
+            "rolebinding",
+            "auditor-view",
+            "--clusterrole=view",
+            "--user=gitlab:user:auditor",
+        ],
     );
-    until(Duration::from_secs(10), "the API server to apply the binding", async || {
-        let admin = KubeEnv::shared().kubeconfig_path();
-        let args = ["-n", ns.as_str(), "auth", "can-i", "list", "configmaps", "--as", "gitlab:user:auditor"];
-        kubectl(KUBECTLS[1], &admin, &args, None).1.trim() == "yes"
-    })
+    until(
+        Duration::from_secs(10),
+        "the API server to apply the binding",
+        async || {
+            let admin = KubeEnv::shared().kubeconfig_path();
+            let args = [
+                "-n",
+                ns.as_str(),
+                "auth",
+                "can-i",
+                "list",
+                "configmaps",
+                "--as",
+                "gitlab:user:auditor",
+            ];
+            kubectl(KUBECTLS[1], &admin, &args, None).1.trim() == "yes"
+        },
+    )
     .await;
     let proxy = format!("{}/-/kubernetes-agent/k8s-proxy", setup.kas.url);
     let configmaps = format!("/api/v1/namespaces/{ns}/configmaps");
@@ -105,7 +124,11 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     let kas_after = scrape(&kas_metrics).await;
     let agent_after = scrape(&agent_metrics).await;
     let moved = |before: &str, after: &str, series: &str| sample(after, series) - sample(before, series);
-    assert_eq!(moved(&kas_before, &kas_after, &format!("kas_proxy_requests_total{list}")), 1.0, "{kas_after}");
+    assert_eq!(
+        moved(&kas_before, &kas_after, &format!("kas_proxy_requests_total{list}")),
+        1.0,
+        "{kas_after}"
+    );
     assert_eq!(
         moved(
             &kas_before,
@@ -115,16 +138,31 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
         1.0
     );
     assert_eq!(
-        moved(&agent_before, &agent_after, r#"agentk_kubernetes_requests_total{verb="list",code="200"}"#),
+        moved(
+            &agent_before,
+            &agent_after,
+            r#"agentk_kubernetes_requests_total{verb="list",code="200"}"#
+        ),
         1.0,
         "{agent_after}"
     );
-    assert_eq!(sample(&kas_after, r#"kas_agent_connections{transport="websocket"}"#), 1.0);
+    assert_eq!(
+        sample(&kas_after, r#"kas_agent_connections{transport="websocket"}"#),
+        1.0
+    );
     assert_eq!(sample(&kas_after, "kas_agents_connected"), 1.0);
     assert_eq!(sample(&kas_after, "kas_configuration_pushes_total"), 1.0, "{kas_after}");
-    assert!(sample(&kas_after, r#"kas_database_statement_duration_seconds_count{statement="select"}"#) > 0.0);
+    assert!(
+        sample(
+            &kas_after,
+            r#"kas_database_statement_duration_seconds_count{statement="select"}"#
+        ) > 0.0
+    );
     for unbounded in ["auditor", ns.as_str(), "/api/v1", pat.as_str()] {
-        assert!(!kas_after.contains(unbounded), "{unbounded:?} is not a label value: {kas_after}");
+        assert!(
+            !kas_after.contains(unbounded),
+            "{unbounded:?} is not a label value: {kas_after}"
+        );
         assert!(!agent_after.contains(unbounded), "{unbounded:?} is not a label value");
     }
 
@@ -177,7 +215,10 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     let mut events = watch.bytes_stream();
     until(Duration::from_secs(5), "the watch counted on both sides", async || {
         sample(&scrape(&kas_metrics).await, r#"kas_proxy_open_streams{kind="watch"}"#) == 1.0
-            && sample(&scrape(&agent_metrics).await, r#"agentk_kubernetes_open_streams{kind="watch"}"#) == 1.0
+            && sample(
+                &scrape(&agent_metrics).await,
+                r#"agentk_kubernetes_open_streams{kind="watch"}"#,
+            ) == 1.0
     })
     .await;
     as_admin(&ns, &["create", "configmap", "seen-by-the-watch"]);
@@ -188,7 +229,10 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     let watched = opened.elapsed();
     until(Duration::from_secs(5), "the watch's end on both sides", async || {
         sample(&scrape(&kas_metrics).await, r#"kas_proxy_open_streams{kind="watch"}"#) == 0.0
-            && sample(&scrape(&agent_metrics).await, r#"agentk_kubernetes_open_streams{kind="watch"}"#) == 0.0
+            && sample(
+                &scrape(&agent_metrics).await,
+                r#"agentk_kubernetes_open_streams{kind="watch"}"#,
+            ) == 0.0
     })
     .await;
 
@@ -215,9 +259,15 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     assert!(listed["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(job_event["credential"], "ci_job");
     assert_eq!(job_event["verb"], "get");
-    assert_eq!(job_event["ci_job"], json!({"id": 7001, "pipeline_id": 71, "project_id": setup.project_id}));
+    assert_eq!(
+        job_event["ci_job"],
+        json!({"id": 7001, "pipeline_id": 71, "project_id": setup.project_id})
+    );
     assert_eq!(job_event["user"]["username"], "root");
-    assert!(job_event["impersonated_as"].is_null(), "ci_access without access_as: the agent's account");
+    assert!(
+        job_event["impersonated_as"].is_null(),
+        "ci_access without access_as: the agent's account"
+    );
     assert_eq!(watched_event["verb"], "watch");
     let watch_ms = watched_event["duration_ms"].as_f64().unwrap();
     assert!(
@@ -265,7 +315,10 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
         && l["status"] == 200
         && l["message"] == "proxied request"));
     let agent_log = json_lines(&agent.log(), "agentk");
-    assert!(agent_log.iter().any(|l| l["level"] == "debug"), "debug lines were written");
+    assert!(
+        agent_log.iter().any(|l| l["level"] == "debug"),
+        "debug lines were written"
+    );
     let raw = format!("{}\n{}", setup.kas.log(), agent.log());
     for (what, secret) in [
         ("the PAT", pat.as_str()),
