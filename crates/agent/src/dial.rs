@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glagent_proto::{AGENT_PATH, CONNECTION_ID_HEADER, WS_SUBPROTOCOL};
+use glagent_proto::{AGENT_PATH, CONNECTION_ID_HEADER, REPLACES_HEADER, WS_SUBPROTOCOL};
 use glagent_tunnel::WsIo;
 use glagent_tunnel::proxy::{Proxy, proxy_from_env};
 use glagent_tunnel::raw::UpgradeError;
@@ -147,6 +147,17 @@ async fn step<T>(name: &'static str, future: impl std::future::Future<Output = T
 impl Dialer {
     /// Connects and upgrades; the result carries the tunnel's bytes.
     pub async fn dial(&self, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+        self.connect(token, user_agent, false).await
+    }
+
+    /// As [`Dialer::dial`], for a new token: the connection replaces this
+    /// process's connections made with the old one (kas gives them no new
+    /// work).
+    pub async fn dial_replacing(&self, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+        self.connect(token, user_agent, true).await
+    }
+
+    async fn connect(&self, token: &str, user_agent: &str, replaces: bool) -> Result<Box<dyn Io>, DialError> {
         let address = &self.address;
         let proxy = proxy_from_env(address.tls, &address.host, address.port).map_err(DialError::ProxyConfig)?;
         let (host, port) = match &proxy {
@@ -202,8 +213,8 @@ impl Dialer {
             None => Box::new(stream),
         };
         match address.transport {
-            Transport::WebSocket => self.websocket(io, token, user_agent).await,
-            Transport::Raw => self.raw(io, token, user_agent).await,
+            Transport::WebSocket => self.websocket(io, token, user_agent, replaces).await,
+            Transport::Raw => self.raw(io, token, user_agent, replaces).await,
         }
     }
 
@@ -224,7 +235,13 @@ impl Dialer {
         }
     }
 
-    async fn raw(&self, io: Box<dyn Io>, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+    async fn raw(
+        &self,
+        io: Box<dyn Io>,
+        token: &str,
+        user_agent: &str,
+        replaces: bool,
+    ) -> Result<Box<dyn Io>, DialError> {
         let address = &self.address;
         let host = if address.host.contains(':') {
             format!("[{}]:{}", address.host, address.port)
@@ -238,6 +255,9 @@ impl Dialer {
                 Self::authorization(token).map_err(DialError::Upgrade)?,
             )
             .header(CONNECTION_ID_HEADER, self.connection_id.to_string());
+        if replaces {
+            request = request.header(REPLACES_HEADER, "true");
+        }
         if let Ok(value) = HeaderValue::from_str(user_agent) {
             request = request.header(http::header::USER_AGENT, value);
         }
@@ -254,7 +274,13 @@ impl Dialer {
         Ok(Box::new(raw))
     }
 
-    async fn websocket(&self, io: Box<dyn Io>, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
+    async fn websocket(
+        &self,
+        io: Box<dyn Io>,
+        token: &str,
+        user_agent: &str,
+        replaces: bool,
+    ) -> Result<Box<dyn Io>, DialError> {
         let address = &self.address;
         let mut request = address
             .url
@@ -277,6 +303,12 @@ impl Dialer {
             HeaderName::from_static(CONNECTION_ID_HEADER),
             HeaderValue::from_str(&self.connection_id.to_string()).expect("digits"),
         );
+        if replaces {
+            headers.insert(
+                HeaderName::from_static(REPLACES_HEADER),
+                HeaderValue::from_static("true"),
+            );
+        }
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }

@@ -34,6 +34,7 @@ use http::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rand::RngExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::Args;
 use crate::dial::{Dialer, KasAddress};
@@ -59,6 +60,21 @@ impl TokenSource {
                 Ok(token)
             }
             TokenSource::Env(token) => Ok(token.clone()),
+        }
+    }
+
+    /// Resolves once the token differs from `from`: the file is looked at
+    /// every second (a Secret volume is updated in place); a token from
+    /// the environment never changes.
+    pub(crate) async fn changed_from(&self, from: &str) {
+        match self {
+            TokenSource::File(_) => loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if self.read().is_ok_and(|token| token != from) {
+                    return;
+                }
+            },
+            TokenSource::Env(_) => std::future::pending().await,
         }
     }
 }
@@ -217,29 +233,80 @@ async fn shutdown_signal() {
     }
 }
 
+/// The connection to kas in use, and the token it was made with.
+struct Live {
+    task: tokio::task::JoinHandle<String>,
+    retire: CancellationToken,
+    token: String,
+}
+
+/// Keeps one connection to kas: reconnects with backoff when it is lost,
+/// and when the token file changes (a rotated Secret) connects again with
+/// the new token first, then lets the old connection finish what it
+/// carries (kas gives it no new work), so no request or watch is dropped.
 async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentState>) {
     let user_agent = format!("glagent-agentk/{}", glagent_core::VERSION);
     let mut backoff = Backoff::reconnect();
+    let mut live: Option<Live> = None;
     loop {
+        if let Some(current) = &mut live {
+            tokio::select! {
+                outcome = &mut current.task => {
+                    let outcome = outcome.unwrap_or_else(|e| format!("connection task failed: {e}"));
+                    live = None;
+                    let delay = backoff.next_delay();
+                    tracing::warn!(cause = %outcome, retry_in = ?delay, "connection to kas lost; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                () = token.changed_from(&current.token) => {
+                    tracing::info!("the agent token file changed: connecting with the new token");
+                }
+            }
+        }
         state.metrics.connection_attempts.inc();
+        let replacing = live.is_some();
         let attempt = async {
             let token = token.read().map_err(|e| e.to_string())?;
-            dialer.dial(&token, &user_agent).await.map_err(|e| e.to_string())
+            let dialed = if replacing {
+                dialer.dial_replacing(&token, &user_agent).await
+            } else {
+                dialer.dial(&token, &user_agent).await
+            };
+            dialed.map(|io| (io, token)).map_err(|e| e.to_string())
         };
         match attempt.await {
-            Ok(io) => {
+            Ok((io, used)) => {
                 state.metrics.connections.inc();
                 backoff.reset();
                 tracing::info!(kas = %dialer.address.url, "connected to kas");
-                let outcome = serve_tunnel(io, state.clone()).await;
-                let delay = backoff.next_delay();
-                tracing::warn!(cause = %outcome, retry_in = ?delay, "connection to kas lost; reconnecting");
-                tokio::time::sleep(delay).await;
+                let retire = CancellationToken::new();
+                let (first_request, used_by_kas) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(serve_connection(io, state.clone(), retire.clone(), Some(first_request)));
+                if let Some(old) = live.take() {
+                    // kas stops giving the old connection work once it has
+                    // registered the new one, before its first request.
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), used_by_kas).await;
+                        old.retire.cancel();
+                        let outcome = old.task.await.unwrap_or_else(|e| e.to_string());
+                        tracing::info!(cause = %outcome, "the connection made with the previous token finished its requests and closed");
+                    });
+                }
+                live = Some(Live {
+                    task,
+                    retire,
+                    token: used,
+                });
             }
             Err(error) => {
                 state.metrics.connection_failures.inc();
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in = ?delay, "cannot connect to kas");
+                if replacing {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot connect with the new token; the connection made with the old one stays");
+                } else {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot connect to kas");
+                }
                 tokio::time::sleep(delay).await;
             }
         }
@@ -249,9 +316,30 @@ async fn connect_forever(dialer: &Dialer, token: &TokenSource, state: Arc<AgentS
 /// Serves kas's HTTP/2 requests until the connection ends; returns why.
 /// Counts as a connection to kas while it runs.
 pub async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> String {
+    serve_connection(io, state, CancellationToken::new(), None).await
+}
+
+/// [`serve_tunnel`], telling `first_request` when kas first uses the
+/// connection; once `retire` is cancelled it takes no new requests and
+/// ends when those it carries have.
+async fn serve_connection(
+    io: Box<dyn dial::Io>,
+    state: Arc<AgentState>,
+    retire: CancellationToken,
+    first_request: Option<tokio::sync::oneshot::Sender<()>>,
+) -> String {
     let io = TokioIo::new(io);
     state.connections.fetch_add(1, Ordering::Relaxed);
-    let service = TowerToHyperService::new(tunnel_server::router(state.clone()));
+    let first_request = Arc::new(parking_lot::Mutex::new(first_request));
+    let router = tunnel_server::router(state.clone()).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            if let Some(first) = first_request.lock().take() {
+                let _ = first.send(());
+            }
+            next.run(request)
+        },
+    ));
+    let service = TowerToHyperService::new(router);
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
@@ -260,7 +348,15 @@ pub async fn serve_tunnel(io: Box<dyn dial::Io>, state: Arc<AgentState>) -> Stri
         // rest is room for kas's own requests.
         .max_concurrent_streams(520)
         .serve_connection(io, service);
-    let outcome = match connection.await {
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = retire.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    let outcome = match result {
         Ok(()) => "kas closed the connection".to_string(),
         Err(error) => format!("connection error: {error}"),
     };

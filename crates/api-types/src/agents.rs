@@ -95,7 +95,11 @@ pub struct CreatedAgentToken {
 pub struct Connection {
     pub agent_id: i64,
     pub connected_at: String,
+    /// The agent process's id: the same on every connection of one pod.
     pub connection_id: u64,
+    /// The agent token the connection was made with.
+    #[serde(default)]
+    pub token_id: i64,
     /// What the agent reported about itself, once it has.
     #[serde(serialize_with = "crate::sorted_keys")]
     pub metadata: Option<AgentInfo>,

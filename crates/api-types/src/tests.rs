@@ -40,6 +40,7 @@ fn connection() -> Connection {
         agent_id: 3,
         connected_at: AT.into(),
         connection_id: 42,
+        token_id: 5,
         metadata: Some(AgentInfo {
             connection_id: 42,
             version: "1.3.0".into(),
@@ -178,7 +179,7 @@ fn an_agent_is_sent_exactly_as_gitlab_shows_it() {
 fn a_connection_is_sent_with_sorted_metadata_and_tagged_warnings() {
     assert_eq!(
         serde_json::to_string(&connection()).unwrap(),
-        r#"{"agent_id":3,"connected_at":"2026-01-02T03:04:05.678Z","connection_id":42,"metadata":{"commit":"abc","connection_id":42,"kubernetes_version":{"git_version":"v1.33.0","major":"1","minor":"33","platform":"linux/amd64"},"pod_name":"edge-0","pod_namespace":"gitlab-agent","version":"1.3.0"},"warnings":[{"version":{"message":"update the agent"}},{"mixed_versions":{"message":"different versions"}}]}"#
+        r#"{"agent_id":3,"connected_at":"2026-01-02T03:04:05.678Z","connection_id":42,"token_id":5,"metadata":{"commit":"abc","connection_id":42,"kubernetes_version":{"git_version":"v1.33.0","major":"1","minor":"33","platform":"linux/amd64"},"pod_name":"edge-0","pod_namespace":"gitlab-agent","version":"1.3.0"},"warnings":[{"version":{"message":"update the agent"}},{"mixed_versions":{"message":"different versions"}}]}"#
     );
     let idle = Connection {
         metadata: None,
@@ -187,7 +188,7 @@ fn a_connection_is_sent_with_sorted_metadata_and_tagged_warnings() {
     };
     assert_eq!(
         serde_json::to_value(&idle).unwrap(),
-        json!({"agent_id": 3, "connected_at": AT, "connection_id": 42, "metadata": null, "warnings": []})
+        json!({"agent_id": 3, "connected_at": AT, "connection_id": 42, "token_id": 5, "metadata": null, "warnings": []})
     );
 }
 

@@ -225,6 +225,7 @@ pub fn connection(connection: &ConnectionSummary, mixed_versions: Option<&str>) 
         agent_id: connection.agent_id,
         connected_at: connection.connected_at.to_string(),
         connection_id: connection.connection_id,
+        token_id: connection.token_id,
         metadata: connection.metadata.clone(),
         warnings: version.into_iter().chain(mixed).collect(),
     }

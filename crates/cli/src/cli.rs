@@ -121,6 +121,9 @@ pub enum AgentCommand {
         #[arg(long)]
         create_token: Option<String>,
     },
+    /// Agent tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Show the audit log of requests through the Kubernetes API proxy to
     /// an agent, newest first (maintainers).
     Audit {
@@ -143,6 +146,14 @@ pub enum AgentCommand {
         #[arg(long)]
         agent: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Replace an agent token without downtime: create the new one, write
+    /// it into the cluster's Secret, wait until the agent's pods use it,
+    /// then revoke the old one.
+    Rotate(Box<crate::rotate::RotateArgs>),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -173,6 +184,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 rows.push((agent, connections));
             }
             print!("{}", render::agent_table(&rows));
+        }
+        Command::Cluster(ClusterCommand::Agent(AgentCommand::Token(TokenCommand::Rotate(args)))) => {
+            crate::rotate::rotate(&client, *args).await?;
         }
         Command::Cluster(ClusterCommand::Agent(AgentCommand::Audit {
             repo,

@@ -9,6 +9,7 @@ mod flux;
 mod kpt_fn;
 mod kubeconfig;
 mod render;
+mod rotate;
 
 use clap::Parser;
 

@@ -136,6 +136,7 @@ mod tests {
             agent_id: 1,
             connected_at: String::new(),
             connection_id: 1,
+            token_id: 1,
             metadata: Some(AgentInfo {
                 version: version.into(),
                 ..AgentInfo::default()

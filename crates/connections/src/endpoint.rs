@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use glagent_core::secret;
-use glagent_proto::{CONNECTION_ID_HEADER, RAW_TUNNEL_PROTOCOL, WS_SUBPROTOCOL};
+use glagent_proto::{CONNECTION_ID_HEADER, RAW_TUNNEL_PROTOCOL, REPLACES_HEADER, WS_SUBPROTOCOL};
 use glagent_services::Services;
 use glagent_store::StoreError;
 use glagent_tunnel::WsIo;
@@ -120,6 +120,7 @@ pub async fn agent_endpoint(
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(rand_id);
 
+    let replaces = headers.get(REPLACES_HEADER).is_some_and(|v| v == "true");
     let on_upgrade = hyper::upgrade::on(&mut request);
     let websocket = websocket_key.is_some();
     tokio::spawn(async move {
@@ -136,6 +137,7 @@ pub async fn agent_endpoint(
             token,
             connection_id,
             transport: if websocket { "websocket" } else { "tunnel" },
+            replaces,
             close: tokio_util::sync::CancellationToken::new(),
         };
         if websocket {

@@ -337,6 +337,7 @@ async fn dial(services: &Services, config: &UrlConfiguration) -> Result<Dialed, 
             token,
             connection_id,
             transport: "receptive",
+            replaces: false,
             close: CancellationToken::new(),
         },
     })

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use axum::body::Body;
 use glagent_proto::AgentInfo;
@@ -32,7 +32,19 @@ pub struct AgentConnection {
     pub wake: tokio::sync::mpsc::UnboundedSender<Wake>,
     /// Proxied requests open on it (see [`MAX_STREAMS`]).
     pub open_streams: AtomicUsize,
+    /// Replaced by a connection of the same agent process with a new token
+    /// (token rotation): it gets no new work, and finishes what it carries.
+    pub draining: AtomicBool,
+    /// Cancelled when it is replaced: its session stops its own requests.
+    pub replaced: CancellationToken,
+    /// Its token was revoked while it drained: it gets nothing at all and
+    /// is closed after [`DRAIN_GRACE`].
+    pub revoked: AtomicBool,
 }
+
+/// How long a draining connection whose token was revoked may finish
+/// what it carries (a watch, a followed log) before kas closes it.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Proxied requests one agent connection carries at once, as upstream
 /// allows an agent 500 streams; agentk's HTTP/2 server allows a few more
@@ -82,6 +94,7 @@ impl AgentConnection {
         ConnectionSummary {
             connection_id: self.connection_id,
             agent_id: self.agent_id,
+            token_id: self.token_id,
             connected_at: self.connected_at,
             metadata: self.info(),
         }
@@ -93,6 +106,9 @@ impl AgentConnection {
 pub struct ConnectionSummary {
     pub connection_id: u64,
     pub agent_id: i64,
+    /// The agent token it was made with (0 from a replica that does not say).
+    #[serde(default)]
+    pub token_id: i64,
     pub connected_at: Timestamp,
     pub metadata: Option<AgentInfo>,
 }
@@ -185,13 +201,21 @@ impl AgentRegistry {
         found
     }
 
-    /// One of the agent's connections, taking turns, for a new stream.
+    /// One of the agent's connections, taking turns, for a new stream:
+    /// never one whose token was revoked, and one being replaced only when
+    /// there is no other.
     pub fn pick(&self, agent_id: i64) -> Option<Arc<AgentConnection>> {
-        let candidates: Vec<_> = self
+        let usable: Vec<_> = self
             .of_agent(agent_id)
             .into_iter()
-            .filter(|c| !c.sender.is_closed())
+            .filter(|c| !c.sender.is_closed() && !c.revoked.load(Ordering::Relaxed))
             .collect();
+        let current: Vec<_> = usable
+            .iter()
+            .filter(|c| !c.draining.load(Ordering::Relaxed))
+            .cloned()
+            .collect();
+        let candidates = if current.is_empty() { usable } else { current };
         if candidates.is_empty() {
             return None;
         }
@@ -201,12 +225,12 @@ impl AgentRegistry {
 
     /// Closes every connection made with this token.
     pub fn close_token(&self, token_id: i64) -> usize {
-        self.close_where(|c| c.token_id == token_id)
+        self.close_where(|c| c.token_id == token_id, true)
     }
 
     /// Closes every connection of this agent.
     pub fn close_agent(&self, agent_id: i64) -> usize {
-        self.close_where(|c| c.agent_id == agent_id)
+        self.close_where(|c| c.agent_id == agent_id, false)
     }
 
     /// Closes the connections a change of access ends: those of a revoked
@@ -231,10 +255,39 @@ impl AgentRegistry {
         self.lock().values().filter(|c| c.token_id == token_id).count()
     }
 
-    fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool) -> usize {
+    /// Marks the agent process's other connections as replaced by `by`
+    /// (its token was rotated); returns how many.
+    pub fn replace(&self, by: &AgentConnection) -> usize {
+        let replaced: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|c| c.agent_id == by.agent_id && c.connection_id == by.connection_id && c.key != by.key)
+            .cloned()
+            .collect();
+        for connection in &replaced {
+            connection.draining.store(true, Ordering::Relaxed);
+            connection.replaced.cancel();
+        }
+        replaced.len()
+    }
+
+    /// Closes the matching connections: at once, or, with `grace`, one
+    /// being replaced once it has finished what it carries (at most
+    /// [`DRAIN_GRACE`]), taking no new work meanwhile.
+    fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool, grace: bool) -> usize {
         let doomed: Vec<_> = self.lock().values().filter(|c| matches(c)).cloned().collect();
         for connection in &doomed {
-            connection.close.cancel();
+            if grace && connection.draining.load(Ordering::Relaxed) {
+                if !connection.revoked.swap(true, Ordering::Relaxed) {
+                    let close = connection.close.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(DRAIN_GRACE).await;
+                        close.cancel();
+                    });
+                }
+            } else {
+                connection.close.cancel();
+            }
         }
         doomed.len()
     }
@@ -250,6 +303,14 @@ mod tests {
     async fn connection(
         registry: &AgentRegistry,
         agent_id: i64,
+    ) -> (Arc<AgentConnection>, tokio::task::JoinHandle<()>) {
+        connection_with_token(registry, agent_id, 1).await
+    }
+
+    async fn connection_with_token(
+        registry: &AgentRegistry,
+        agent_id: i64,
+        token_id: i64,
     ) -> (Arc<AgentConnection>, tokio::task::JoinHandle<()>) {
         let (client_io, server_io) = tokio::io::duplex(16 * 1024);
         let server = tokio::spawn(async move {
@@ -269,7 +330,7 @@ mod tests {
             key: registry.next_key(),
             agent_id,
             project_id: 1,
-            token_id: 1,
+            token_id,
             connection_id: 0,
             connected_at: Timestamp::now(),
             info: Mutex::new(None),
@@ -278,9 +339,35 @@ mod tests {
             close: CancellationToken::new(),
             wake: tokio::sync::mpsc::unbounded_channel().0,
             open_streams: Default::default(),
+            draining: Default::default(),
+            replaced: Default::default(),
+            revoked: Default::default(),
         });
         registry.insert(connection.clone());
         (connection, server)
+    }
+
+    #[tokio::test]
+    async fn a_replaced_connection_gets_no_new_work_and_finishes_what_it_carries_after_revocation() {
+        let registry = AgentRegistry::default();
+        let (old, _old_server) = connection_with_token(&registry, 5, 10).await;
+        let (new, _new_server) = connection_with_token(&registry, 5, 11).await;
+        assert_eq!(registry.replace(&new), 1, "the same process's other connection");
+        assert!(old.replaced.is_cancelled() && !new.replaced.is_cancelled());
+        for _ in 0..4 {
+            assert_eq!(registry.pick(5).unwrap().key, new.key, "new work goes to the new connection");
+        }
+        // Revoking the old token does not cut what the old one carries...
+        assert_eq!(registry.close_token(10), 1);
+        assert!(!old.close.is_cancelled());
+        assert!(old.revoked.load(Ordering::Relaxed));
+        // ...and it never gets work again, even alone.
+        registry.remove(new.key);
+        assert!(registry.pick(5).is_none());
+        // A connection not replaced closes at once.
+        let (other, _other_server) = connection_with_token(&registry, 6, 12).await;
+        assert_eq!(registry.close_token(12), 1);
+        assert!(other.close.is_cancelled());
     }
 
     #[tokio::test]

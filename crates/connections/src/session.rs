@@ -46,6 +46,9 @@ pub struct AgentSession {
     /// How it was made, for metrics: `websocket`, `tunnel` (the raw
     /// tunnel of `grpc(s)://` agents) or `receptive`.
     pub transport: &'static str,
+    /// The agent process rotated its token: this connection replaces its
+    /// others, which get no new work.
+    pub replaces: bool,
     /// Cancelled to close the connection from outside (a receptive agent
     /// whose URL configuration was deleted).
     pub close: CancellationToken,
@@ -61,6 +64,7 @@ where
         token,
         connection_id,
         transport,
+        replaces,
         close,
     } = session;
     let io = TokioIo::new(io);
@@ -94,8 +98,21 @@ where
         close,
         wake,
         open_streams: Default::default(),
+        draining: Default::default(),
+        replaced: Default::default(),
+        revoked: Default::default(),
     });
     connections.registry.insert(connection.clone());
+    if replaces {
+        let replaced = connections.registry.replace(&connection);
+        tracing::info!(
+            agent_id = agent.id,
+            connection_id,
+            token_id = token.id,
+            replaced,
+            "agent connected with a new token; its older connections finish what they carry"
+        );
+    }
     let _counted = kas().agent_connection(transport);
     if let Some(routing) = &connections.routing {
         routing.announce(&services.store, agent.id).await;
@@ -125,7 +142,7 @@ where
         )
         .await;
     session.send_config_if_changed(Instant::now()).await;
-    let flux = tokio::spawn(follow_flux_projects(connection.clone()));
+    let mut flux = Some(tokio::spawn(follow_flux_projects(connection.clone())));
 
     let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
     let phase = CONFIG_POLL.mul_f64(rand::random::<f64>());
@@ -140,7 +157,15 @@ where
                 Err(error) => format!("connection task failed: {error}"),
             },
             _ = connection.close.cancelled() => break "closed by kas: token revoked, agent deleted or URL configuration removed".to_string(),
+            // Replaced after a token rotation: the agent's new connection does
+            // the connection's own work; this one only finishes what it carries.
+            _ = connection.replaced.cancelled(), if flux.is_some() => {
+                if let Some(flux) = flux.take() {
+                    flux.abort();
+                }
+            }
             woken = wakes.recv() => match woken {
+                Some(_) if flux.is_none() => {}
                 Some(Wake::Pushed(event)) => {
                     if event.project_id == project.id {
                         // Timed from the push, on whichever replica it came.
@@ -152,8 +177,8 @@ where
                 Some(Wake::Refresh) => session.send_config_if_changed(Instant::now()).await,
                 None => break "kas is shutting down".to_string(),
             },
-            _ = info_tick.tick() => session.refresh_info().await,
-            _ = poll_tick.tick() => session.send_config_if_changed(Instant::now()).await,
+            _ = info_tick.tick(), if flux.is_some() => session.refresh_info().await,
+            _ = poll_tick.tick(), if flux.is_some() => session.send_config_if_changed(Instant::now()).await,
         }
     };
     connections.registry.remove(connection.key);
@@ -163,7 +188,9 @@ where
             .await;
     }
     driver.abort();
-    flux.abort();
+    if let Some(flux) = flux {
+        flux.abort();
+    }
     tracing::info!(agent_id = connection.agent_id, connection_id, reason = %reason, "agent disconnected");
     let pod = connection
         .info()

@@ -33,6 +33,11 @@ pub const FLUX_RECONCILE_PATH: &str = "/v1/flux/reconcile";
 /// Header on the upgrade request: the agent process's connection id (on
 /// the `101` answer when kas dials a receptive agent).
 pub const CONNECTION_ID_HEADER: &str = "x-glagent-connection-id";
+/// Header on the upgrade request of an agent whose token file changed:
+/// the new connection replaces the process's connections made with the
+/// old token, which kas then gives no new work (they finish what they
+/// carry and close).
+pub const REPLACES_HEADER: &str = "x-glagent-replaces-connections";
 /// The `Upgrade` token of the tunnel without WebSocket framing: after
 /// `101 Switching Protocols` the connection's bytes are the tunnel's HTTP/2.
 /// Agents on `grpc://`/`grpcs://` ask kas for it; kas asks receptive agents.

@@ -1179,30 +1179,42 @@ impl Store {
 
 /// The audit log of proxied requests.
 impl Store {
-    /// Stores a batch of audit events in one transaction.
+    /// Stores a batch of audit events: one transaction, a statement per
+    /// hundred events.
     pub async fn record_audit_events(&self, events: &[NewAuditEvent]) -> Result<()> {
+        const COLUMNS: usize = 13;
         let mut tx = self.pool.begin().await?;
-        for event in events {
-            sqlx::query(
+        for chunk in events.chunks(100) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", row * COLUMNS + c)).collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO proxy_audit_events (agent_id, started_at, credential, user_id, username, project_id, \
-                 pipeline_id, job_id, impersonated, verb, path, status, duration_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(event.agent_id)
-            .bind(event.started_at.to_string())
-            .bind(&event.credential)
-            .bind(event.user_id)
-            .bind(&event.username)
-            .bind(event.project_id)
-            .bind(event.pipeline_id)
-            .bind(event.job_id)
-            .bind(event.impersonated.as_deref())
-            .bind(&event.verb)
-            .bind(&event.path)
-            .bind(event.status)
-            .bind(event.duration_us)
-            .execute(&mut *tx)
-            .await?;
+                 pipeline_id, job_id, impersonated, verb, path, status, duration_us) VALUES {}",
+                rows.join(", ")
+            );
+            // Only placeholders are generated; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for event in chunk {
+                query = query
+                    .bind(event.agent_id)
+                    .bind(event.started_at.to_string())
+                    .bind(&event.credential)
+                    .bind(event.user_id)
+                    .bind(&event.username)
+                    .bind(event.project_id)
+                    .bind(event.pipeline_id)
+                    .bind(event.job_id)
+                    .bind(event.impersonated.as_deref())
+                    .bind(&event.verb)
+                    .bind(&event.path)
+                    .bind(event.status)
+                    .bind(event.duration_us);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

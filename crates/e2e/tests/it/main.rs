@@ -24,6 +24,7 @@ mod network;
 mod proxy;
 mod receptive;
 mod replicas;
+mod rotation;
 mod streaming;
 mod support;
 mod telemetry;
