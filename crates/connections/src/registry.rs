@@ -355,7 +355,11 @@ mod tests {
         assert_eq!(registry.replace(&new), 1, "the same process's other connection");
         assert!(old.replaced.is_cancelled() && !new.replaced.is_cancelled());
         for _ in 0..4 {
-            assert_eq!(registry.pick(5).unwrap().key, new.key, "new work goes to the new connection");
+            assert_eq!(
+                registry.pick(5).unwrap().key,
+                new.key,
+                "new work goes to the new connection"
+            );
         }
         // Revoking the old token does not cut what the old one carries...
         assert_eq!(registry.close_token(10), 1);
