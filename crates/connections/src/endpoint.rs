@@ -99,7 +99,7 @@ pub async fn agent_endpoint(
             );
         }
     };
-    if connections.registry.token_connections(token.id) >= MAX_CONNECTIONS_PER_TOKEN {
+    let Some(slot) = connections.registry.reserve_token(token.id) else {
         tracing::warn!(
             agent_id = agent.id,
             token_id = token.id,
@@ -113,7 +113,7 @@ pub async fn agent_endpoint(
                 token.name
             ),
         );
-    }
+    };
     let connection_id = headers
         .get(CONNECTION_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -147,6 +147,8 @@ pub async fn agent_endpoint(
         } else {
             session::run(services, connections, agent_session, upgraded).await;
         }
+        // The token's connection is gone (or never came).
+        drop(slot);
     });
 
     let mut response = Response::new(Body::empty());

@@ -120,6 +120,26 @@ pub struct AgentRegistry {
     /// Bumped when a connection comes, goes or tells who it is: what live
     /// pages wait on.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Connections each agent token holds or is being made with.
+    per_token: Mutex<HashMap<i64, usize>>,
+}
+
+/// One of a token's [`MAX_CONNECTIONS_PER_TOKEN`], given back when dropped.
+pub struct TokenSlot {
+    registry: Arc<AgentRegistry>,
+    token_id: i64,
+}
+
+impl Drop for TokenSlot {
+    fn drop(&mut self) {
+        let mut counts = self.registry.per_token.lock();
+        if let Some(count) = counts.get_mut(&self.token_id) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.token_id);
+            }
+        }
+    }
 }
 
 impl Default for AgentRegistry {
@@ -129,6 +149,7 @@ impl Default for AgentRegistry {
             next_key: AtomicU64::default(),
             round_robin: AtomicU64::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            per_token: Mutex::default(),
         }
     }
 }
@@ -250,9 +271,21 @@ impl AgentRegistry {
         }
     }
 
-    /// How many connections this replica holds with the token.
-    pub fn token_connections(&self, token_id: i64) -> usize {
-        self.lock().values().filter(|c| c.token_id == token_id).count()
+    /// A slot for one more connection with the token, held for the
+    /// connection's life; `None` while the token has
+    /// [`MAX_CONNECTIONS_PER_TOKEN`] (counted when the connection is
+    /// accepted, so simultaneous attempts cannot pass the limit together).
+    pub fn reserve_token(self: &Arc<Self>, token_id: i64) -> Option<TokenSlot> {
+        let mut counts = self.per_token.lock();
+        let count = counts.entry(token_id).or_default();
+        if *count >= MAX_CONNECTIONS_PER_TOKEN {
+            return None;
+        }
+        *count += 1;
+        Some(TokenSlot {
+            registry: self.clone(),
+            token_id,
+        })
     }
 
     /// Marks the agent process's other connections as replaced by `by`
@@ -372,6 +405,19 @@ mod tests {
         let (other, _other_server) = connection_with_token(&registry, 6, 12).await;
         assert_eq!(registry.close_token(12), 1);
         assert!(other.close.is_cancelled());
+    }
+
+    #[test]
+    fn a_token_holds_at_most_its_connections_counted_at_once() {
+        let registry = Arc::new(AgentRegistry::default());
+        let slots: Vec<TokenSlot> = (0..MAX_CONNECTIONS_PER_TOKEN)
+            .map_while(|_| registry.reserve_token(3))
+            .collect();
+        assert_eq!(slots.len(), MAX_CONNECTIONS_PER_TOKEN);
+        assert!(registry.reserve_token(3).is_none());
+        assert!(registry.reserve_token(4).is_some(), "other tokens are not affected");
+        drop(slots);
+        assert!(registry.reserve_token(3).is_some());
     }
 
     #[tokio::test]

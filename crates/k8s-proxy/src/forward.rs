@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -27,7 +27,7 @@ use glagent_telemetry::body::KeepUntilDone;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::io::{CopyToBytes, SinkWriter, StreamReader};
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::authorize::Authorized;
 use crate::error::ProxyError;
@@ -246,8 +246,10 @@ impl Forwarded {
     }
 
     /// The response to send; `keep` lives until the exchange has ended:
-    /// the body sent or dropped, or the upgraded connection closed.
-    pub fn respond<G: Send + Unpin + 'static>(self, keep: G) -> Response {
+    /// the body sent or dropped, or the upgraded connection closed. With
+    /// `end`, the body (a watch's, a followed log's) ends cleanly when it
+    /// is cancelled: kas is stopping, and clients should watch again.
+    pub fn respond<G: Send + Unpin + 'static>(self, keep: G, end: Option<&CancellationToken>) -> Response {
         let keep = (keep, self.slot);
         match self.splice {
             Some(splice) => {
@@ -257,8 +259,44 @@ impl Forwarded {
                 });
                 self.response
             }
-            None => self.response.map(|body| Body::new(KeepUntilDone::new(body, keep))),
+            None => self.response.map(|body| {
+                let body = match end {
+                    Some(end) => Body::new(EndsWhen::new(body, end.clone())),
+                    None => body,
+                };
+                Body::new(KeepUntilDone::new(body, keep))
+            }),
         }
+    }
+}
+
+/// A body that ends, cleanly, when its token is cancelled.
+struct EndsWhen {
+    body: Body,
+    end: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl EndsWhen {
+    fn new(body: Body, end: CancellationToken) -> EndsWhen {
+        EndsWhen {
+            body,
+            end: Box::pin(end.cancelled_owned()),
+        }
+    }
+}
+
+impl HttpBody for EndsWhen {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        if self.end.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 }
 

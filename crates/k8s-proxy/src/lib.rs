@@ -25,6 +25,7 @@ use axum::routing::any;
 use glagent_connections::Connections;
 use glagent_core::identity::client_may_impersonate;
 use glagent_services::Services;
+use tokio_util::sync::CancellationToken;
 
 use crate::authorize::{DecisionCache, authorize};
 use crate::error::ProxyError;
@@ -40,11 +41,14 @@ pub struct Proxy {
     services: Services,
     connections: Connections,
     decisions: Arc<DecisionCache>,
+    /// Cancelled when kas stops: open watches end cleanly at once.
+    shutdown: CancellationToken,
 }
 
 impl Proxy {
-    /// A proxy whose decisions are forgotten whenever access changes.
-    pub fn new(services: Services, connections: Connections) -> Proxy {
+    /// A proxy whose decisions are forgotten whenever access changes, and
+    /// whose watches end when `shutdown` is cancelled.
+    pub fn new(services: Services, connections: Connections, shutdown: CancellationToken) -> Proxy {
         let decisions = Arc::new(DecisionCache::default());
         services.events.on_access_change({
             let decisions = decisions.clone();
@@ -54,6 +58,7 @@ impl Proxy {
             services,
             connections,
             decisions,
+            shutdown,
         }
     }
 }
@@ -76,10 +81,11 @@ pub fn private_router(proxy: Proxy) -> Router {
 
 async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     let mut exchange = Exchange::begin(&proxy.services, &request, PREFIX);
+    let end = exchange.is_stream().then_some(&proxy.shutdown);
     match proxy_request(&proxy, request, &mut exchange).await {
         Ok(forwarded) => {
             exchange.answered(forwarded.status());
-            forwarded.respond(exchange)
+            forwarded.respond(exchange, end)
         }
         Err(error) => {
             let response = error.into_response();

@@ -54,5 +54,9 @@ async fn accept(proxy: &Proxy, request: Request) -> Result<Response, ProxyError>
         caller: None,
     };
     let target = Target::local(&proxy.connections, agent_id)?;
-    Ok(forward(target, &authorized, request, PRIVATE_PREFIX).await?.respond(()))
+    let stream = crate::record::is_stream(&request);
+    let end = stream.then_some(&proxy.shutdown);
+    Ok(forward(target, &authorized, request, PRIVATE_PREFIX)
+        .await?
+        .respond((), end))
 }

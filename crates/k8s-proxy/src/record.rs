@@ -24,7 +24,7 @@ pub struct Exchange {
     path: String,
     status: StatusCode,
     authorized: Option<Authorized>,
-    _open: Option<OpenGuard>,
+    open: Option<OpenGuard>,
 }
 
 impl Exchange {
@@ -35,13 +35,9 @@ impl Exchange {
         let path = if path.is_empty() { "/" } else { path };
         let upgrade = upgrade_protocol(request.headers()).is_some();
         let verb = kubernetes_verb(request.method().as_str(), path, uri.query(), upgrade);
-        let follows = uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
         let open = match verb {
             "connect" => Some(kas().proxy_stream("upgrade")),
-            "watch" => Some(kas().proxy_stream("watch")),
-            _ if follows => Some(kas().proxy_stream("watch")),
+            _ if is_stream(request) => Some(kas().proxy_stream("watch")),
             _ => None,
         };
         Exchange {
@@ -52,8 +48,13 @@ impl Exchange {
             path: path.to_string(),
             status: StatusCode::INTERNAL_SERVER_ERROR,
             authorized: None,
-            _open: open,
+            open,
         }
+    }
+
+    /// A watch or a followed log: a response that lasts.
+    pub fn is_stream(&self) -> bool {
+        self.open.is_some() && self.verb != "connect"
     }
 
     /// The caller is known and may use the agent.
@@ -65,6 +66,15 @@ impl Exchange {
     pub fn answered(&mut self, status: StatusCode) {
         self.status = status;
     }
+}
+
+/// Whether the request is a watch or a followed log, whose response lasts
+/// until one side ends it.
+pub fn is_stream(request: &Request) -> bool {
+    let query = request.uri().query().unwrap_or_default();
+    query
+        .split('&')
+        .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true" | "follow=1"))
 }
 
 impl Drop for Exchange {

@@ -247,8 +247,8 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         settings,
     );
     let connections = Connections::new(&services, routing);
-    let proxy = Proxy::new(services.clone(), connections.clone());
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let proxy = Proxy::new(services.clone(), connections.clone(), shutdown.clone());
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

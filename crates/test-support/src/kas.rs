@@ -157,6 +157,13 @@ impl Kas {
         }
     }
 
+    /// Starts kas again on the same port and data after [`Kas::stop`] or
+    /// [`Kas::kill`].
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "kas is still running");
+        self.spawn().await;
+    }
+
     /// Stops and starts kas again on the same port and data.
     pub async fn restart(&mut self) {
         assert!(self.stop(), "kas did not stop on SIGTERM within 10 s");

@@ -44,6 +44,19 @@ struct Path {
 }
 
 impl Path {
+    /// GETs `path`, reads the whole answer, fails unless it is a success.
+    async fn get_ok(&self, path: &str) -> Result<()> {
+        let response = self.get(path).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{}: GET {}",
+            self.name,
+            response.status()
+        );
+        response.bytes().await?;
+        Ok(())
+    }
+
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.get(format!("{}{path}", self.base));
         match &self.token {
@@ -68,7 +81,7 @@ async fn bench_get(paths: &[&Path], ns: &str) -> Result<Vec<(Duration, Duration)
     let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
     for path in paths {
         for _ in 0..50 {
-            path.get(&url).send().await?.bytes().await?;
+            path.get_ok(&url).await?;
         }
     }
     let gets = gets();
@@ -76,14 +89,7 @@ async fn bench_get(paths: &[&Path], ns: &str) -> Result<Vec<(Duration, Duration)
     for _ in 0..gets {
         for (i, path) in paths.iter().enumerate() {
             let start = Instant::now();
-            let response = path.get(&url).send().await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "{}: GET {}",
-                path.name,
-                response.status()
-            );
-            response.bytes().await?;
+            path.get_ok(&url).await?;
             samples[i].push(start.elapsed());
         }
     }
@@ -142,18 +148,11 @@ const CONCURRENCY: [usize; 3] = [1, 8, 64];
 async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) -> Result<Cost> {
     let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
     for _ in 0..50 {
-        path.get(&url).send().await?.bytes().await?;
+        path.get_ok(&url).await?;
     }
     let before: Vec<Duration> = processes.iter().map(|(_, pid)| cpu_time(*pid)).collect::<Result<_>>()?;
     for _ in 0..COST_GETS {
-        let response = path.get(&url).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "{}: GET {}",
-            path.name,
-            response.status()
-        );
-        response.bytes().await?;
+        path.get_ok(&url).await?;
     }
     let mut cpu_per_get = Vec::new();
     for ((name, pid), before) in processes.iter().zip(before) {
@@ -171,14 +170,7 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
                 let mut samples = Vec::new();
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                     let sent = Instant::now();
-                    let response = path.get(&url).send().await?;
-                    anyhow::ensure!(
-                        response.status().is_success(),
-                        "{}: GET {}",
-                        path.name,
-                        response.status()
-                    );
-                    response.bytes().await?;
+                    path.get_ok(&url).await?;
                     samples.push(sent.elapsed());
                 }
                 anyhow::Ok(samples)

@@ -14,6 +14,7 @@ mod connect;
 mod doctor;
 mod environments;
 mod examples;
+mod faults;
 mod fleet;
 mod flux;
 mod install;

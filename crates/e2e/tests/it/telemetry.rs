@@ -174,6 +174,11 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refusal = refused.text().await.unwrap();
+    assert!(
+        !refusal.contains("glpat-not-a-token"),
+        "the refusal echoes no credential: {refusal}"
+    );
     let kas_refused = scrape(&kas_metrics).await;
     assert_eq!(
         moved(
@@ -329,6 +334,26 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
         assert!(!raw.contains(secret), "{what} is in a log line");
     }
     assert!(!raw.contains('\u{1b}'), "no escape codes in JSON lines");
+
+    // Nor in the database's files: tokens are stored as digests, the
+    // password as a PBKDF2 digest.
+    let password = std::fs::read_to_string(setup.kas.data_dir.join("initial_root_password")).unwrap();
+    let mut stored = Vec::new();
+    for file in ["kas.sqlite3", "kas.sqlite3-wal"] {
+        stored.extend(std::fs::read(setup.kas.data_dir.join(file)).unwrap_or_default());
+    }
+    assert!(stored.len() > 10_000, "the database was read");
+    let stored = String::from_utf8_lossy(&stored);
+    for (what, secret) in [
+        ("the PAT", pat.as_str()),
+        ("the agent token", setup.token.as_str()),
+        ("the job token", job_token.as_str()),
+        ("the root token", setup.kas.root_token.as_str()),
+        ("the root password", password.trim()),
+    ] {
+        assert!(!stored.contains(secret), "{what} is stored in usable form");
+        assert!(!raw.contains(secret), "{what} is in a log line");
+    }
 }
 
 #[tokio::test]
