@@ -17,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = glagent_api::input::from_query_and_body::<serde_json::Value>(Some(query), json, body.as_bytes());
     if let Ok(page) = glagent_api::input::from_query::<glagent_api::input::PageQuery>(query) {
         let page = page.page();
-        assert!(page.page >= 1 && (1..=100).contains(&page.per_page), "pagination stays in range");
+        assert!(
+            page.page >= 1 && (1..=100).contains(&page.per_page),
+            "pagination stays in range"
+        );
     }
 });

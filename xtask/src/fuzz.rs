@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz <target> [--seconds N]`: one cargo-fuzz target of
 //! `fuzz/` (nightly, libFuzzer with AddressSanitizer) for N seconds
 //! (default 600), from the committed corpus `fuzz/corpus/<target>`, which
-//! grows with what the run finds. cargo-fuzz is installed from crates.io
+//! grows with what the run finds, and the hand-written `fuzz/seeds/<target>`. cargo-fuzz is installed from crates.io
 //! the first time. A crash leaves its input in `fuzz/artifacts/<target>`;
 //! it becomes a regression test where the target's code lives.
 
@@ -47,9 +47,12 @@ pub fn fuzz(root: &Path, args: &[String]) -> Result<()> {
     }
     let corpus = root.join("fuzz").join("corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
+    // Hand-written starting points (read only; what is found goes to corpus).
+    let seeds = root.join("fuzz").join("seeds").join(target);
     let status = Command::new("cargo")
         .args(["+nightly", "fuzz", "run", target])
         .arg(&corpus)
+        .args(seeds.is_dir().then_some(&seeds))
         .args([
             "--",
             &format!("-max_total_time={seconds}"),

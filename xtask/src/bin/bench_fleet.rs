@@ -3,7 +3,8 @@
 //! through the REST API (timed), then held by a fleet of simulated agents
 //! in this process (`glagent-fleet`: agentk's own dialer and tunnel
 //! server, one connection and token each, over `wss://`). It reports the
-//! connect storm, kas's RSS and CPU while idle, a push to one project
+//! connect storm, kas's RSS, CPU and database statements a second (from its
+//! metrics) while idle, a push to one project
 //! reaching its agent (p50, p99 over 20), one push reaching the 1,000
 //! agents configured in one project, and the storm after a kas restart.
 //! The open-files limit of this process (and so of kas) is raised to its
@@ -58,6 +59,16 @@ fn rss_mib(pid: u32) -> Result<f64> {
 }
 
 /// utime + stime of a process, in clock ticks.
+/// Database statements kas has run so far, from its metrics.
+async fn statements(metrics: &str) -> Result<f64> {
+    let text = reqwest::get(metrics).await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("kas_database_statement_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').context("stat")?.1;
@@ -72,7 +83,16 @@ async fn bench(total: usize) -> Result<()> {
         .to_path_buf();
     let files = raise_open_files()?;
     println!("open-files limit raised to {files} (kas inherits it)");
-    let mut kas = Kas::start(&release.join("kas"), KasOptions::default()).await;
+    let metrics_port = glagent_test_support::free_port();
+    let mut kas = Kas::start(
+        &release.join("kas"),
+        KasOptions {
+            env: vec![("KAS_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}"))],
+            ..Default::default()
+        },
+    )
+    .await;
+    let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
     let pid = kas.pid().context("kas's pid")?;
     let rss_empty = rss_mib(pid)?;
 
@@ -147,14 +167,17 @@ async fn bench(total: usize) -> Result<()> {
     println!("all configured {:.1?} after the start", started.elapsed());
 
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let statements_before = statements(&metrics).await?;
     let (ticks_before, idle_started) = (cpu_ticks(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(60)).await;
     let ticks = cpu_ticks(pid)? - ticks_before;
+    let queries_per_second =
+        (statements(&metrics).await? - statements_before) / idle_started.elapsed().as_secs_f64();
     let hz = rustix::param::clock_ticks_per_second() as f64;
     let idle_cpu = ticks as f64 / hz / idle_started.elapsed().as_secs_f64() * 100.0;
     let rss = rss_mib(pid)?;
     println!(
-        "kas idle with {total} agents: RSS {rss:.1} MiB ({rss_empty:.1} MiB empty, {:.1} KiB per agent), CPU {idle_cpu:.2} % of one core over 60 s",
+        "kas idle with {total} agents: RSS {rss:.1} MiB ({rss_empty:.1} MiB empty, {:.1} KiB per agent), CPU {idle_cpu:.2} % of one core over 60 s, {queries_per_second:.2} database statements a second",
         (rss - rss_empty) * 1024.0 / total as f64
     );
 
@@ -228,7 +251,7 @@ async fn bench(total: usize) -> Result<()> {
     println!("after a kas restart (SIGTERM, start): all {total} reconnected {reconnect:.1?} after kas was back");
     drop(fleet);
     println!(
-        "RESULT fleet_agents={total} registration_s={:.1} connect_storm_s={:.1} idle_rss_mib={rss:.1} rss_per_agent_kib={:.1} idle_cpu_pct={idle_cpu:.2} push_p50_ms={push_p50:.1} push_p99_ms={push_p99:.1} shared_push_1000_ms={:.0} restart_reconnect_s={:.1}",
+        "RESULT fleet_agents={total} registration_s={:.1} connect_storm_s={:.1} idle_rss_mib={rss:.1} rss_per_agent_kib={:.1} idle_cpu_pct={idle_cpu:.2} idle_db_statements_per_s={queries_per_second:.2} push_p50_ms={push_p50:.1} push_p99_ms={push_p99:.1} shared_push_1000_ms={:.0} restart_reconnect_s={:.1}",
         registration.as_secs_f64(),
         storm.as_secs_f64(),
         (rss - rss_empty) * 1024.0 / total as f64,
