@@ -171,8 +171,7 @@ async fn bench(total: usize) -> Result<()> {
     let (ticks_before, idle_started) = (cpu_ticks(pid)?, Instant::now());
     tokio::time::sleep(Duration::from_secs(60)).await;
     let ticks = cpu_ticks(pid)? - ticks_before;
-    let queries_per_second =
-        (statements(&metrics).await? - statements_before) / idle_started.elapsed().as_secs_f64();
+    let queries_per_second = (statements(&metrics).await? - statements_before) / idle_started.elapsed().as_secs_f64();
     let hz = rustix::param::clock_ticks_per_second() as f64;
     let idle_cpu = ticks as f64 / hz / idle_started.elapsed().as_secs_f64() * 100.0;
     let rss = rss_mib(pid)?;
