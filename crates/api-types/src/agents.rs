@@ -97,12 +97,12 @@ pub struct Connection {
     pub connected_at: String,
     /// The agent process's id: the same on every connection of one pod.
     pub connection_id: u64,
-    /// The agent token the connection was made with.
-    #[serde(default)]
-    pub token_id: i64,
     /// What the agent reported about itself, once it has.
     #[serde(serialize_with = "crate::sorted_keys")]
     pub metadata: Option<AgentInfo>,
+    /// The agent token the connection was made with.
+    #[serde(default)]
+    pub token_id: i64,
     pub warnings: Vec<ConnectionWarning>,
 }
 
@@ -173,26 +173,26 @@ pub struct ConfigurationError {
 /// agent (`GET /projects/:id/cluster_agents/:agent_id/audit_events`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    pub id: i64,
     pub agent_id: i64,
-    /// When the request arrived.
-    pub started_at: String,
-    /// `personal_access_token`, `session_cookie` or `ci_job`.
-    pub credential: String,
-    pub user: AuditUser,
     /// The CI job behind a job's token.
     pub ci_job: Option<AuditJob>,
+    /// `personal_access_token`, `session_cookie` or `ci_job`.
+    pub credential: String,
+    /// Until the response ended (a watch or an upgrade: until it closed).
+    pub duration_ms: f64,
+    pub id: i64,
     /// The user kas imposed (`gitlab:user:...`, `gitlab:ci_job:...` or a
     /// configured identity); `null`: the agent's own service account.
     pub impersonated_as: Option<String>,
-    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, `connect`, ...).
-    pub verb: String,
     /// The API server path, without the query.
     pub path: String,
+    /// When the request arrived.
+    pub started_at: String,
     /// The status the client received (101 for an upgrade).
     pub status: i64,
-    /// Until the response ended (a watch or an upgrade: until it closed).
-    pub duration_ms: f64,
+    pub user: AuditUser,
+    /// The Kubernetes verb (`get`, `list`, `watch`, `create`, `connect`, ...).
+    pub verb: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

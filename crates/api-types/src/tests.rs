@@ -179,7 +179,7 @@ fn an_agent_is_sent_exactly_as_gitlab_shows_it() {
 fn a_connection_is_sent_with_sorted_metadata_and_tagged_warnings() {
     assert_eq!(
         serde_json::to_string(&connection()).unwrap(),
-        r#"{"agent_id":3,"connected_at":"2026-01-02T03:04:05.678Z","connection_id":42,"token_id":5,"metadata":{"commit":"abc","connection_id":42,"kubernetes_version":{"git_version":"v1.33.0","major":"1","minor":"33","platform":"linux/amd64"},"pod_name":"edge-0","pod_namespace":"gitlab-agent","version":"1.3.0"},"warnings":[{"version":{"message":"update the agent"}},{"mixed_versions":{"message":"different versions"}}]}"#
+        r#"{"agent_id":3,"connected_at":"2026-01-02T03:04:05.678Z","connection_id":42,"metadata":{"commit":"abc","connection_id":42,"kubernetes_version":{"git_version":"v1.33.0","major":"1","minor":"33","platform":"linux/amd64"},"pod_name":"edge-0","pod_namespace":"gitlab-agent","version":"1.3.0"},"token_id":5,"warnings":[{"version":{"message":"update the agent"}},{"mixed_versions":{"message":"different versions"}}]}"#
     );
     let idle = Connection {
         metadata: None,
@@ -188,7 +188,7 @@ fn a_connection_is_sent_with_sorted_metadata_and_tagged_warnings() {
     };
     assert_eq!(
         serde_json::to_value(&idle).unwrap(),
-        json!({"agent_id": 3, "connected_at": AT, "connection_id": 42, "token_id": 5, "metadata": null, "warnings": []})
+        json!({"agent_id": 3, "connected_at": AT, "connection_id": 42, "metadata": null, "token_id": 5, "warnings": []})
     );
 }
 
@@ -218,6 +218,26 @@ fn private_user_fields_and_a_tokens_last_use_are_absent_unless_shown() {
 fn every_entity_survives_a_round_trip_with_its_keys_sorted() {
     round_trip(&agent());
     round_trip(&connection());
+    round_trip(&crate::AuditEvent {
+        agent_id: 3,
+        ci_job: Some(crate::AuditJob {
+            id: 7001,
+            pipeline_id: 71,
+            project_id: 4,
+        }),
+        credential: "ci_job".into(),
+        duration_ms: 1.5,
+        id: 1,
+        impersonated_as: None,
+        path: "/api/v1/namespaces".into(),
+        started_at: AT.into(),
+        status: 200,
+        user: crate::AuditUser {
+            id: 1,
+            username: "root".into(),
+        },
+        verb: "list".into(),
+    });
     round_trip(&user(false));
     round_trip(&user(true));
     round_trip(&configuration(true));
