@@ -112,7 +112,10 @@ async fn preset_root_token_and_file_mode() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(kas.log().contains("Created the root user"));
+    let log = kas.log();
+    assert!(log.contains("created the root user"), "{log}");
+    assert!(log.contains("initial_root_token"), "the log says where the token is");
+    assert!(!log.contains(&preset), "the log never holds the token");
     assert_eq!(Client::root(&kas).get("/user").await.1["username"], "root");
 }
 
