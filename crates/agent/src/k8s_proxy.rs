@@ -17,7 +17,7 @@ use glagent_core::identity::client_may_impersonate;
 use glagent_proto::forwarding::{copy_end_to_end, decode_identity, rebase, via};
 use glagent_proto::{IMPERSONATION_HEADER, Impersonation, K8S_PROXY_PATH, UPGRADE_HEADER, UPGRADE_STATUS_HEADER};
 use glagent_telemetry::body::KeepUntilDone;
-use glagent_telemetry::metrics::{OpenGuard, kubernetes_verb};
+use glagent_telemetry::metrics::{OpenGuard, kubernetes_verb, stream_kind};
 use http_body_util::BodyExt;
 
 use crate::state::AgentState;
@@ -64,15 +64,7 @@ impl Exchange {
         let path = uri.path().strip_prefix(K8S_PROXY_PATH).unwrap_or(uri.path());
         let upgrade = request.headers().contains_key(UPGRADE_HEADER);
         let verb = kubernetes_verb(request.method().as_str(), path, uri.query(), upgrade);
-        let follows = uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
-        let open = match verb {
-            "connect" => Some(state.metrics.kubernetes_stream("upgrade")),
-            "watch" => Some(state.metrics.kubernetes_stream("watch")),
-            _ if follows => Some(state.metrics.kubernetes_stream("watch")),
-            _ => None,
-        };
+        let open = stream_kind(verb, uri.query()).map(|kind| state.metrics.kubernetes_stream(kind));
         Exchange {
             state,
             started: Instant::now(),

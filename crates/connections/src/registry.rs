@@ -32,10 +32,9 @@ pub struct AgentConnection {
     pub wake: tokio::sync::mpsc::UnboundedSender<Wake>,
     /// Proxied requests open on it (see [`MAX_STREAMS`]).
     pub open_streams: AtomicUsize,
-    /// Replaced by a connection of the same agent process with a new token
-    /// (token rotation): it gets no new work, and finishes what it carries.
-    pub draining: AtomicBool,
-    /// Cancelled when it is replaced: its session stops its own requests.
+    /// Cancelled when a connection of the same agent process with a new
+    /// token replaces it (token rotation): it gets no new work, its session
+    /// stops its own requests, and it finishes what it carries.
     pub replaced: CancellationToken,
     /// Its token was revoked while it drained: it gets nothing at all and
     /// is closed after [`DRAIN_GRACE`].
@@ -231,11 +230,7 @@ impl AgentRegistry {
             .into_iter()
             .filter(|c| !c.sender.is_closed() && !c.revoked.load(Ordering::Relaxed))
             .collect();
-        let current: Vec<_> = usable
-            .iter()
-            .filter(|c| !c.draining.load(Ordering::Relaxed))
-            .cloned()
-            .collect();
+        let current: Vec<_> = usable.iter().filter(|c| !c.replaced.is_cancelled()).cloned().collect();
         let candidates = if current.is_empty() { usable } else { current };
         if candidates.is_empty() {
             return None;
@@ -298,7 +293,6 @@ impl AgentRegistry {
             .cloned()
             .collect();
         for connection in &replaced {
-            connection.draining.store(true, Ordering::Relaxed);
             connection.replaced.cancel();
         }
         replaced.len()
@@ -310,7 +304,7 @@ impl AgentRegistry {
     fn close_where(&self, matches: impl Fn(&AgentConnection) -> bool, grace: bool) -> usize {
         let doomed: Vec<_> = self.lock().values().filter(|c| matches(c)).cloned().collect();
         for connection in &doomed {
-            if grace && connection.draining.load(Ordering::Relaxed) {
+            if grace && connection.replaced.is_cancelled() {
                 if !connection.revoked.swap(true, Ordering::Relaxed) {
                     let close = connection.close.clone();
                     tokio::spawn(async move {
@@ -372,7 +366,6 @@ mod tests {
             close: CancellationToken::new(),
             wake: tokio::sync::mpsc::unbounded_channel().0,
             open_streams: Default::default(),
-            draining: Default::default(),
             replaced: Default::default(),
             revoked: Default::default(),
         });

@@ -98,7 +98,6 @@ where
         close,
         wake,
         open_streams: Default::default(),
-        draining: Default::default(),
         replaced: Default::default(),
         revoked: Default::default(),
     });
@@ -165,7 +164,7 @@ where
                 }
             }
             woken = wakes.recv() => match woken {
-                Some(_) if flux.is_none() => {}
+                Some(_) if connection.replaced.is_cancelled() => {}
                 Some(Wake::Pushed(event)) => {
                     if event.project_id == project.id {
                         // Timed from the push, on whichever replica it came.
@@ -177,8 +176,8 @@ where
                 Some(Wake::Refresh) => session.send_config_if_changed(Instant::now()).await,
                 None => break "kas is shutting down".to_string(),
             },
-            _ = info_tick.tick(), if flux.is_some() => session.refresh_info().await,
-            _ = poll_tick.tick(), if flux.is_some() => session.send_config_if_changed(Instant::now()).await,
+            _ = info_tick.tick(), if !connection.replaced.is_cancelled() => session.refresh_info().await,
+            _ = poll_tick.tick(), if !connection.replaced.is_cancelled() => session.send_config_if_changed(Instant::now()).await,
         }
     };
     connections.registry.remove(connection.key);

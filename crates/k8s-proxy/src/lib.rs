@@ -81,7 +81,7 @@ pub fn private_router(proxy: Proxy) -> Router {
 
 async fn handle(State(proxy): State<Proxy>, request: Request) -> Response {
     let mut exchange = Exchange::begin(&proxy.services, &request, PREFIX);
-    let end = exchange.is_stream().then_some(&proxy.shutdown);
+    let end = exchange.is_watch().then_some(&proxy.shutdown);
     match proxy_request(&proxy, request, &mut exchange).await {
         Ok(forwarded) => {
             exchange.answered(forwarded.status());

@@ -54,8 +54,7 @@ async fn accept(proxy: &Proxy, request: Request) -> Result<Response, ProxyError>
         caller: None,
     };
     let target = Target::local(&proxy.connections, agent_id)?;
-    let stream = crate::record::is_stream(&request);
-    let end = stream.then_some(&proxy.shutdown);
+    let end = crate::record::is_watch(&request).then_some(&proxy.shutdown);
     Ok(forward(target, &authorized, request, PRIVATE_PREFIX)
         .await?
         .respond((), end))

@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use glagent_proto::forwarding::upgrade_protocol;
 use glagent_services::Services;
 use glagent_store::{NewAuditEvent, Timestamp};
-use glagent_telemetry::metrics::{OpenGuard, kas, kubernetes_verb};
+use glagent_telemetry::metrics::{OpenGuard, kas, kubernetes_verb, stream_kind};
 
-use crate::authorize::Authorized;
+use crate::authorize::{Authorized, Caller};
 
 /// One request, recorded when dropped.
 pub struct Exchange {
@@ -23,8 +23,11 @@ pub struct Exchange {
     /// The API server's path, without the query.
     path: String,
     status: StatusCode,
-    authorized: Option<Authorized>,
-    open: Option<OpenGuard>,
+    /// The agent, the caller and the user imposed, once authorised.
+    authorized: Option<(i64, Caller, Option<String>)>,
+    /// `upgrade` or `watch` for an exchange that lasts.
+    stream: Option<&'static str>,
+    _open: Option<OpenGuard>,
 }
 
 impl Exchange {
@@ -35,11 +38,7 @@ impl Exchange {
         let path = if path.is_empty() { "/" } else { path };
         let upgrade = upgrade_protocol(request.headers()).is_some();
         let verb = kubernetes_verb(request.method().as_str(), path, uri.query(), upgrade);
-        let open = match verb {
-            "connect" => Some(kas().proxy_stream("upgrade")),
-            _ if is_stream(request) => Some(kas().proxy_stream("watch")),
-            _ => None,
-        };
+        let stream = stream_kind(verb, uri.query());
         Exchange {
             services: services.clone(),
             started: Instant::now(),
@@ -48,18 +47,22 @@ impl Exchange {
             path: path.to_string(),
             status: StatusCode::INTERNAL_SERVER_ERROR,
             authorized: None,
-            open,
+            stream,
+            _open: stream.map(|kind| kas().proxy_stream(kind)),
         }
     }
 
-    /// A watch or a followed log: a response that lasts.
-    pub fn is_stream(&self) -> bool {
-        self.open.is_some() && self.verb != "connect"
+    /// A watch or a followed log: a response body that lasts.
+    pub fn is_watch(&self) -> bool {
+        self.stream == Some("watch")
     }
 
     /// The caller is known and may use the agent.
     pub fn authorized(&mut self, authorized: &Authorized) {
-        self.authorized = Some(authorized.clone());
+        self.authorized = authorized.caller.clone().map(|caller| {
+            let imposed = authorized.impersonation.as_ref().map(|i| i.username.clone());
+            (authorized.agent_id, caller, imposed)
+        });
     }
 
     /// The status sent to the client.
@@ -68,37 +71,36 @@ impl Exchange {
     }
 }
 
-/// Whether the request is a watch or a followed log, whose response lasts
-/// until one side ends it.
-pub fn is_stream(request: &Request) -> bool {
-    let query = request.uri().query().unwrap_or_default();
-    query
-        .split('&')
-        .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true" | "follow=1"))
+/// Whether the request is a watch or a followed log, whose response body
+/// lasts until one side ends it.
+pub fn is_watch(request: &Request) -> bool {
+    stream_kind("", request.uri().query()) == Some("watch")
 }
 
 impl Drop for Exchange {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let caller = self.authorized.as_ref().and_then(|a| a.caller.as_ref());
-        let credential = caller.map_or("none", |c| c.credential);
+        let credential = self
+            .authorized
+            .as_ref()
+            .map_or("none", |(_, caller, _)| caller.credential);
         kas().proxy_request(credential, self.verb, self.status.as_u16(), took);
-        let (Some(authorized), Some(caller)) = (&self.authorized, caller) else {
-            return;
-        };
         if !self.services.settings.audit_log {
             return;
         }
+        let Some((agent_id, caller, impersonated)) = self.authorized.take() else {
+            return;
+        };
         self.services.audit.record(NewAuditEvent {
-            agent_id: authorized.agent_id,
+            agent_id,
             started_at: self.started_at,
             credential: caller.credential.to_string(),
             user_id: caller.user_id,
-            username: caller.username.clone(),
+            username: caller.username,
             project_id: caller.job.map(|j| j.project_id),
             pipeline_id: caller.job.map(|j| j.pipeline_id),
             job_id: caller.job.map(|j| j.job_id),
-            impersonated: authorized.impersonation.as_ref().map(|i| i.username.clone()),
+            impersonated,
             verb: self.verb.to_string(),
             path: std::mem::take(&mut self.path),
             status: i64::from(self.status.as_u16()),

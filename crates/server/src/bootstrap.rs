@@ -12,22 +12,16 @@ use glagent_store::{NewPersonalAccessToken, Store, StoreError};
 
 use crate::tls::write_private;
 
-/// What first start made, to print once.
-pub struct Root {
-    pub token: Secret,
-    pub password: Secret,
-}
-
-/// Creates `root` on an empty database. Returns its token and password
-/// when they were created now (so they can be printed once).
+/// Creates `root` on an empty database, its first token and password in
+/// their files (mode 0600); returns whether it did.
 pub async fn ensure_root(
     store: &Store,
     data_dir: &Path,
     preset: Option<String>,
     preset_password: Option<String>,
-) -> Result<Option<Root>> {
+) -> Result<bool> {
     match store.user_by_username("root").await {
-        Ok(_) => return Ok(None),
+        Ok(_) => return Ok(false),
         Err(StoreError::NotFound) => {}
         Err(other) => return Err(other.into()),
     }
@@ -53,7 +47,7 @@ pub async fn ensure_root(
     let root = match create_user(store, "root", "Administrator", "admin@example.com", true).await {
         Ok(user) => user,
         // Another replica sharing the database won the race.
-        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(StoreError::Conflict(_)) => return Ok(false),
         Err(other) => return Err(other.into()),
     };
     store
@@ -72,5 +66,5 @@ pub async fn ensure_root(
     write_private(&path, &format!("{}\n", token.expose())).with_context(|| format!("writing {}", path.display()))?;
     let path = data_dir.join("initial_root_password");
     write_private(&path, &format!("{}\n", password.expose())).with_context(|| format!("writing {}", path.display()))?;
-    Ok(Some(Root { token, password }))
+    Ok(true)
 }

@@ -167,7 +167,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         std::env::var("KAS_INITIAL_ROOT_PASSWORD").ok(),
     )
     .await?;
-    if created.is_some() {
+    if created {
         // Logs are read by more people than the data directory: the
         // secrets stay in their files (mode 0600).
         tracing::info!(

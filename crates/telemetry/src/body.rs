@@ -12,17 +12,15 @@ use http_body::{Body, Frame, SizeHint};
 #[derive(Debug)]
 pub struct KeepUntilDone<B, G> {
     body: B,
-    until_done: G,
+    _until_done: G,
 }
 
 impl<B, G> KeepUntilDone<B, G> {
     pub fn new(body: B, until_done: G) -> KeepUntilDone<B, G> {
-        KeepUntilDone { body, until_done }
-    }
-
-    /// What is kept.
-    pub fn kept(&self) -> &G {
-        &self.until_done
+        KeepUntilDone {
+            body,
+            _until_done: until_done,
+        }
     }
 }
 

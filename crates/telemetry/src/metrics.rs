@@ -449,9 +449,32 @@ pub fn kubernetes_verb(method: &str, path: &str, query: Option<&str>, upgrade: b
     }
 }
 
+/// Which lasting exchange a request with `verb` (from [`kubernetes_verb`])
+/// and `query` is: `upgrade` (exec, attach, port-forward), `watch` (a
+/// watch or a followed log), or none; the `kind` label of open streams.
+pub fn stream_kind(verb: &str, query: Option<&str>) -> Option<&'static str> {
+    if verb == "connect" {
+        return Some("upgrade");
+    }
+    let lasts = query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true" | "follow=1"))
+    });
+    lasts.then_some("watch")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lasting_exchanges_are_upgrades_watches_and_followed_logs() {
+        assert_eq!(stream_kind("connect", None), Some("upgrade"));
+        assert_eq!(stream_kind("watch", Some("watch=true")), Some("watch"));
+        assert_eq!(stream_kind("get", Some("follow=true&container=a")), Some("watch"));
+        assert_eq!(stream_kind("get", Some("follow=false")), None);
+        assert_eq!(stream_kind("list", None), None);
+    }
 
     #[test]
     fn verbs_follow_the_api_server_s_naming() {

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use glagent_test_support::kube::KubeEnv;
 
+use crate::Setup;
 use crate::support::helm::sh;
 use crate::support::{Fixture, KUBECTLS, agent_with_cluster_access, kubectl_path, member};
-use crate::{Setup, glagent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
@@ -25,7 +25,8 @@ async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
         "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n",
     )
     .unwrap();
-    let output = Command::new(glagent())
+    let output = setup
+        .glagent_as(&api_pat)
         .args([
             "cluster",
             "agent",
@@ -36,9 +37,6 @@ async fn update_kubeconfig_adds_a_context_using_the_exec_plugin() {
         ])
         .arg("--kubeconfig")
         .arg(&kc)
-        .env("GITLAB_HOST", &setup.kas.url)
-        .env("GITLAB_TOKEN", &api_pat)
-        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -6,7 +6,6 @@
 //! processes), DNS, TCP, TLS, proxy and token failures. The Flux checks
 //! are in `flux.rs`, where Flux's objects are.
 
-use std::process::Command;
 use std::time::Duration;
 
 use glagent_test_support::agentk::Agentk;
@@ -16,17 +15,15 @@ use serde_json::json;
 
 use crate::support::helm::{CHART, sh};
 use crate::support::kubelet::pods_on_a_stand_in_kubelet;
-use crate::{Setup, agentk, call, glagent, until};
+use crate::{Setup, agentk, call, until};
 
 /// `glagent doctor <agent> -R <project>`; (exit success, stdout).
 pub fn doctor(setup: &Setup, agent: &str, extra: &[&str]) -> (bool, String) {
-    let output = Command::new(glagent())
+    let output = setup
+        .glagent_as(&setup.kas.root_token)
         .args(["doctor", agent, "-R", &setup.project_path, "--kubeconfig"])
         .arg(KubeEnv::shared().kubeconfig_path())
         .args(extra)
-        .env("GITLAB_HOST", &setup.kas.url)
-        .env("GITLAB_TOKEN", &setup.kas.root_token)
-        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);

@@ -21,7 +21,7 @@ use crate::doctor::doctor;
 use crate::support::as_admin;
 use crate::support::helm::{helm, run_as_the_chart_says};
 use crate::support::kubelet::pods_on_a_stand_in_kubelet;
-use crate::{Setup, call, glagent, until};
+use crate::{Setup, call, until};
 
 /// The Flux objects `flux bootstrap gitlab` would leave in `ns`: a Secret
 /// with kas's credentials and CA, the GitRepository of the setup's project
@@ -75,7 +75,8 @@ async fn flux_bootstrapped(setup: &Setup, ns: &str, path: &str) {
 
 /// `glagent cluster agent bootstrap` with every namespace in `ns`.
 fn bootstrap(setup: &Setup, ns: &str, target: &str, extra: &[&str]) -> (bool, String) {
-    let output = Command::new(glagent())
+    let output = setup
+        .glagent_as(&setup.kas.root_token)
         .args(["cluster", "agent", "bootstrap", "flux-agent", "-R", &setup.project_path])
         .args([
             "--flux-source-namespace",
@@ -94,9 +95,6 @@ fn bootstrap(setup: &Setup, ns: &str, target: &str, extra: &[&str]) -> (bool, St
         .args(["--timeout", "90s", "--kubeconfig"])
         .arg(KubeEnv::shared().kubeconfig_path())
         .args(extra)
-        .env("GITLAB_HOST", &setup.kas.url)
-        .env("GITLAB_TOKEN", &setup.kas.root_token)
-        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();

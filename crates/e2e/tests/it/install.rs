@@ -57,7 +57,8 @@ async fn the_install_command_installs_an_agent_that_connects_and_uninstalls_clea
     let dir = tempfile::tempdir().unwrap();
 
     // The command, as kas gives it, run with helm v3.
-    let output = Command::new(glagent())
+    let output = setup
+        .glagent_as(&setup.kas.root_token)
         .args([
             "cluster",
             "agent",
@@ -70,9 +71,6 @@ async fn the_install_command_installs_an_agent_that_connects_and_uninstalls_clea
             "helm",
         ])
         .current_dir(dir.path())
-        .env("GITLAB_HOST", &setup.kas.url)
-        .env("GITLAB_TOKEN", &setup.kas.root_token)
-        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

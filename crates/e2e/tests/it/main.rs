@@ -101,6 +101,17 @@ impl Setup {
         }
     }
 
+    /// The `glagent` CLI pointed at this kas as `token`'s user, as glab
+    /// reads it: `GITLAB_HOST`, `GITLAB_TOKEN`, and kas's CA.
+    pub fn glagent_as(&self, token: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(glagent());
+        command
+            .env("GITLAB_HOST", &self.kas.url)
+            .env("GITLAB_TOKEN", token)
+            .env("GLAGENT_CA_CERT", self.kas.ca_file());
+        command
+    }
+
     /// `wss://127.0.0.1:<port>/-/kubernetes-agent/`.
     pub fn wss(&self) -> String {
         format!("wss://127.0.0.1:{}/-/kubernetes-agent/", self.kas.port)

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use reqwest::StatusCode;
 
 use crate::support::{agent_with_cluster_access, as_admin, member};
-use crate::{Setup, call, glagent, until};
+use crate::{Setup, call, until};
 
 /// Stand-in for the kubelet's Secret volume: writes the Secret's `token`
 /// into the agent's token file whenever it changes (replacing the file in
@@ -116,32 +116,17 @@ async fn a_token_is_rotated_under_load_with_no_failed_request_and_the_watch_kept
     .await;
 
     // Rotate.
-    let output = tokio::task::spawn_blocking({
-        let (url, ca, root, project, agent_id, token_id, ns) = (
-            setup.kas.url.clone(),
-            setup.kas.ca_file(),
-            setup.kas.root_token.clone(),
-            setup.project_path.clone(),
-            setup.agent_id,
-            setup.token_id,
-            ns.clone(),
-        );
-        move || {
-            std::process::Command::new(glagent())
-                .args(["cluster", "agent", "token", "rotate", "-R", &project])
-                .args(["--agent", &agent_id.to_string(), "--token-id", &token_id.to_string()])
-                .args(["--secret", "edge-token", "--namespace", &ns, "--timeout", "60"])
-                .arg("--kubeconfig")
-                .arg(KubeEnv::shared().kubeconfig_path())
-                .env("GITLAB_HOST", url)
-                .env("GITLAB_TOKEN", root)
-                .env("GLAGENT_CA_CERT", ca)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let mut rotate = setup.glagent_as(&setup.kas.root_token);
+    rotate
+        .args(["cluster", "agent", "token", "rotate", "-R", &setup.project_path])
+        .args(["--agent", &setup.agent_id.to_string()])
+        .args(["--token-id", &setup.token_id.to_string()])
+        .args(["--secret", "edge-token", "--namespace", &ns, "--timeout", "60"])
+        .arg("--kubeconfig")
+        .arg(KubeEnv::shared().kubeconfig_path());
+    let output = tokio::task::spawn_blocking(move || rotate.output().unwrap())
+        .await
+        .unwrap();
     let said = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(output.status.success(), "{said}\nagentk:\n{}", agent.log());
     assert!(said.contains(&format!("token {} revoked", setup.token_id)), "{said}");

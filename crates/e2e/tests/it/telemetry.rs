@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{KUBECTLS, as_admin, kubectl, member};
-use crate::{Setup, agentk, call, glagent, kas, until};
+use crate::{Setup, agentk, call, kas, until};
 
 /// The value of the sample `series` (name and labels exactly) in `text`;
 /// 0 when absent.
@@ -290,12 +290,10 @@ async fn proxied_requests_move_the_metrics_of_both_and_are_audited_in_api_cli_an
     assert_eq!(developer.status(), StatusCode::FORBIDDEN);
 
     // The CLI shows the same.
-    let output = Command::new(glagent())
+    let output = setup
+        .glagent_as(&setup.kas.root_token)
         .args(["cluster", "agent", "audit", "-R", &setup.project_path])
         .args(["--agent", &setup.agent_id.to_string(), "--limit", "2"])
-        .env("GITLAB_HOST", &setup.kas.url)
-        .env("GITLAB_TOKEN", &setup.kas.root_token)
-        .env("GLAGENT_CA_CERT", setup.kas.ca_file())
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
