@@ -1,12 +1,14 @@
 //! Cluster agents, their tokens, and the state of their configuration file.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use glagent_api_types as api;
 use glagent_core::agent_config::ConfigError;
 use glagent_store::{Agent, Project, StoreError};
+use glagent_telemetry::body::WhenSent;
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -181,7 +183,10 @@ pub async fn create_token(
         .await?;
     // glagent's extension: the install command with this token, shown once.
     let body = entities::created_agent_token(&created.record, created.token.expose(), created.install_command);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let on_sent = state.on_token_sent(created.record.id);
+    Ok((StatusCode::CREATED, Json(body))
+        .into_response()
+        .map(|body| Body::new(WhenSent::new(body, on_sent))))
 }
 
 pub async fn revoke_token(

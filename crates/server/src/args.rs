@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// Days the audit log keeps requests through the Kubernetes proxy.
     #[arg(long, env = "KAS_AUDIT_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub audit_retention_days: u32,
+    /// Seconds a new agent token that kas stored but did not finish sending
+    /// (kas stopped while answering) waits for its first use before kas
+    /// deletes it, so that it does not hold one of the agent's two places.
+    #[arg(long, env = "KAS_UNDELIVERED_TOKEN_GRACE", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(5..))]
+    pub undelivered_token_grace: u64,
     /// Whether agents may be receptive (kas dials them): GitLab's
     /// `receptive_cluster_agents_enabled`. When off, the URL
     /// configurations API answers 404.

@@ -238,6 +238,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         receptive_agents: args.receptive_agents,
         audit_log: args.audit_log,
         audit_retention: Duration::from_secs(u64::from(args.audit_retention_days) * 86_400),
+        undelivered_token_grace: Duration::from_secs(args.undelivered_token_grace),
     };
     let services = Services::new(
         store.clone(),
@@ -297,6 +298,15 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         connections.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn({
+        let (services, shutdown) = (services.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                _ = services.forget_undelivered_tokens() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    });
     let receptive = services.settings.receptive_agents.then(|| {
         tokio::spawn(glagent_connections::receptive::run(
             services.clone(),

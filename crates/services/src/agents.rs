@@ -4,7 +4,9 @@
 
 use glagent_core::names::validate_agent_name;
 use glagent_core::secret::{self, Secret};
-use glagent_store::{Agent, AgentEventKind, AgentToken, NewAgentToken, Project, StoreError, User};
+use std::time::Duration;
+
+use glagent_store::{Agent, AgentEventKind, AgentToken, NewAgentToken, Project, StoreError, Timestamp, User};
 
 use crate::Services;
 use crate::events::AccessChange;
@@ -106,6 +108,62 @@ impl Services {
             token,
             install_command,
         })
+    }
+
+    /// What to call once the answer carrying a created token was sent to
+    /// its end (`glagent_telemetry::body::WhenSent`): it records, without
+    /// waiting, that the token reached whoever asked for it. Until then,
+    /// and if kas stops before, the token is undelivered: its first use
+    /// proves it arrived, and [`Services::forget_undelivered_tokens`]
+    /// deletes it if nobody uses it within the grace.
+    pub fn on_token_sent(&self, token_id: i64) -> impl FnOnce() + Send + Unpin + 'static {
+        let store = self.store.clone();
+        move || {
+            tokio::spawn(async move {
+                if let Err(error) = store.agent_token_delivered(token_id).await {
+                    // Its first use will record it.
+                    tracing::warn!(token_id, %error, "could not record that an agent token was delivered");
+                }
+            });
+        }
+    }
+
+    /// Deletes the tokens kas stored but never finished sending (it
+    /// stopped while answering) that nobody used within the grace: no
+    /// one holds them, yet they count towards the agent's two. At start
+    /// and then every quarter of the grace (at most every 5 minutes).
+    pub async fn forget_undelivered_tokens(&self) {
+        let grace = self.settings.undelivered_token_grace;
+        let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let cutoff = Timestamp::before_now(grace);
+            let forgotten = match self.store.forget_undelivered_agent_tokens(cutoff).await {
+                Ok(forgotten) => forgotten,
+                Err(error) => {
+                    tracing::warn!(%error, "could not look for undelivered agent tokens; trying again");
+                    continue;
+                }
+            };
+            for token in forgotten {
+                tracing::warn!(
+                    agent_id = token.agent_id,
+                    token_id = token.id,
+                    "agent token deleted: kas stopped before it finished sending it, and nobody used it"
+                );
+                self.record_activity(
+                    token.agent_id,
+                    AgentEventKind::TokenRevoked,
+                    &format!(
+                        "Token {} removed: kas stopped before it finished sending it, and it was never used",
+                        token.name
+                    ),
+                )
+                .await;
+            }
+        }
     }
 
     /// Revokes an agent token; connections using it close at once.

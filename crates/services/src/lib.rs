@@ -73,6 +73,9 @@ pub struct Settings {
     pub audit_log: bool,
     /// How long the audit log keeps proxied requests.
     pub audit_retention: std::time::Duration,
+    /// How long a token kas stored but did not finish sending (it stopped
+    /// while answering) waits for its first use before it is deleted.
+    pub undelivered_token_grace: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             receptive_agents: true,
             audit_log: true,
             audit_retention: std::time::Duration::from_secs(30 * 86_400),
+            undelivered_token_grace: std::time::Duration::from_secs(3_600),
         }
     }
 }

@@ -566,7 +566,9 @@ impl Store {
     /// Creates a token unless the agent already has the maximum number of
     /// active ones. The count and the insert happen in one transaction
     /// that holds the agent (SQLite's write lock, PostgreSQL's row lock),
-    /// so concurrent creations cannot pass the limit together.
+    /// so concurrent creations cannot pass the limit together. The token
+    /// starts undelivered ([`Store::agent_token_delivered`]) and counts
+    /// towards the limit from the start.
     pub async fn create_agent_token(&self, new: &NewAgentToken) -> Result<AgentToken> {
         let mut tx = self.write_transaction().await?;
         if self.backend == Backend::Postgres {
@@ -586,8 +588,8 @@ impl Store {
             )));
         }
         let token = sqlx::query_as::<_, AgentToken>(
-            "INSERT INTO cluster_agent_tokens (agent_id, name, description, token_digest, created_by_user_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO cluster_agent_tokens (agent_id, name, description, token_digest, created_by_user_id, created_at, delivered) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0) RETURNING *",
         )
         .bind(new.agent_id)
         .bind(&new.name)
@@ -599,6 +601,27 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(token)
+    }
+
+    /// Records that the token reached whoever created it.
+    pub async fn agent_token_delivered(&self, token_id: i64) -> Result<()> {
+        sqlx::query("UPDATE cluster_agent_tokens SET delivered = 1 WHERE id = $1 AND delivered = 0")
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the tokens created before `cutoff` that never reached
+    /// anyone: kas stopped between storing one and finishing its answer,
+    /// and nobody has used it since. Returns them.
+    pub async fn forget_undelivered_agent_tokens(&self, cutoff: Timestamp) -> Result<Vec<AgentToken>> {
+        Ok(sqlx::query_as::<_, AgentToken>(
+            "DELETE FROM cluster_agent_tokens WHERE delivered = 0 AND created_at < $1 RETURNING *",
+        )
+        .bind(cutoff.to_string())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn active_agent_tokens(&self, agent_id: i64, page: Page) -> Result<Paged<AgentToken>> {
@@ -657,6 +680,11 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
+        if !token.delivered {
+            // Whoever uses it has it: kas stopped after sending it and
+            // before recording that.
+            self.agent_token_delivered(token.id).await?;
+        }
         let agent = sqlx::query_as::<_, Agent>("SELECT * FROM cluster_agents WHERE id = $1")
             .bind(token.agent_id)
             .fetch_optional(&self.pool)

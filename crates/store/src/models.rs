@@ -285,6 +285,10 @@ pub struct AgentToken {
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// Whether kas finished sending the token to whoever created it, or the
+    /// token has been used. Undelivered tokens are those kas was answering
+    /// for when it stopped: [`crate::Store::forget_undelivered_agent_tokens`].
+    pub delivered: bool,
 }
 
 /// GitLab's agent token statuses.
@@ -312,6 +316,11 @@ impl sqlx::FromRow<'_, AnyRow> for AgentToken {
             created_at: time(row, "created_at")?,
             last_used_at: optional_time(row, "last_used_at")?,
             revoked_at: optional_time(row, "revoked_at")?,
+            delivered: match row.try_get::<i64, _>("delivered")? {
+                0 => false,
+                1 => true,
+                other => return Err(bad("cluster_agent_tokens.delivered", other)),
+            },
         })
     }
 }

@@ -6,9 +6,11 @@
 //! after typing its name.
 
 use askama::Template;
+use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use glagent_store::{Agent, AgentEvent, AgentEventKind, Page, Project, StoreError};
+use glagent_telemetry::body::WhenSent;
 
 use crate::project::{Created, project_for};
 use crate::session::SignedIn;
@@ -154,6 +156,7 @@ pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, actio
         );
     }
     let mut created = None;
+    let mut sent = None;
     let mut error = None;
     match action {
         Action::Show => {}
@@ -167,6 +170,7 @@ pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, actio
                 .await
             {
                 Ok(token) => {
+                    sent = Some(web.on_token_sent(token.record.id));
                     created = Some(Created {
                         agent_name: token.record.name.clone(),
                         token: token.token.expose().to_string(),
@@ -218,7 +222,11 @@ pub async fn handle(web: &Web, current: &SignedIn, path: &str, name: &str, actio
             }
         }
     }
-    render(web, current, &project, &agent, level.can_admin_agents(), created, error).await
+    let page = render(web, current, &project, &agent, level.can_admin_agents(), created, error).await;
+    match sent {
+        Some(on_sent) => page.map(|page| Body::new(WhenSent::new(page, on_sent))),
+        None => page,
+    }
 }
 
 async fn render(

@@ -10,10 +10,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use askama::Template;
+use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use glagent_store::{Agent, Page, Project, StoreError};
+use glagent_telemetry::body::WhenSent;
 use serde::Serialize;
 
 use crate::project::{Created, project_for};
@@ -454,5 +456,8 @@ pub(crate) async fn connect(web: &Web, current: &SignedIn, path: &str, name: &st
         token: created.token.expose().to_string(),
         install_command: created.install_command,
     };
-    clusters(web, current, path, Tab::Project, Some(shown), None, String::new()).await
+    let on_sent = web.on_token_sent(created.record.id);
+    clusters(web, current, path, Tab::Project, Some(shown), None, String::new())
+        .await
+        .map(|page| Body::new(WhenSent::new(page, on_sent)))
 }

@@ -11,6 +11,7 @@ mod ci_access;
 mod clients;
 mod config;
 mod connect;
+mod crashes;
 mod doctor;
 mod environments;
 mod examples;

@@ -163,3 +163,29 @@ async fn admin_commands_script_users_and_tokens() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["username"], "ops");
 }
+
+/// A token whose answer was sent is delivered: the sweep of undelivered
+/// tokens, run every quarter of the grace, leaves it alone.
+#[tokio::test]
+async fn a_token_sent_in_full_outlives_the_undelivered_token_grace() {
+    let kas = Kas::start(
+        KAS.as_ref(),
+        KasOptions {
+            env: vec![("KAS_UNDELIVERED_TOKEN_GRACE".into(), "5".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let root = Client::root(&kas);
+    let (_, project) = root.post("/projects", json!({"name": "sent"})).await;
+    let agents = format!("/projects/{}/cluster_agents", project["id"]);
+    let (_, agent) = root.post(&agents, json!({"name": "sent"})).await;
+    let tokens = format!("{agents}/{}/tokens", agent["id"]);
+    let (status, created) = root.post(&tokens, json!({"name": "kept"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let (_, listed) = root.get(&tokens).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], created["id"]);
+    assert!(!kas.log().contains("agent token deleted"), "{}", kas.log());
+}

@@ -210,16 +210,55 @@ async fn agents_and_token_limit(store: Store) {
         })
         .await;
     assert!(matches!(third, Err(StoreError::Limit(_))), "{third:?}");
-    let (first_id, first_token) = &ids[0];
-    let (found_token, found_agent) = store.agent_by_token_digest(&first_token.digest()).await.unwrap();
-    assert_eq!((found_token.id, found_agent.id), (*first_id, agent.id));
-    store.revoke_agent_token(agent.id, *first_id).await.unwrap();
+    // New tokens are undelivered until their answer is sent or they are
+    // used; only undelivered ones older than the cutoff are forgotten.
+    let delivered = |id: i64| {
+        let store = store.clone();
+        async move { store.active_agent_token(agent.id, id).await.unwrap().delivered }
+    };
+    assert!(!delivered(ids[0].0).await && !delivered(ids[1].0).await);
+    let (first_id, first_digest) = (ids[0].0, ids[0].1.digest());
+    let (found_token, found_agent) = store.agent_by_token_digest(&first_digest).await.unwrap();
+    assert_eq!((found_token.id, found_agent.id), (first_id, agent.id));
+    assert!(delivered(first_id).await, "a token used is a token delivered");
+    assert!(
+        store
+            .forget_undelivered_agent_tokens(Timestamp::before_now(std::time::Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a token created just now is still being sent"
+    );
+    let forgotten = store
+        .forget_undelivered_agent_tokens(Timestamp::from_now(std::time::Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(forgotten.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[1].0]);
     assert!(matches!(
-        store.active_agent_token(agent.id, *first_id).await,
+        store.agent_by_token_digest(&ids[1].1.digest()).await,
+        Err(StoreError::NotFound)
+    ));
+    let again = secret::new_agent_token();
+    let second = store
+        .create_agent_token(&NewAgentToken {
+            agent_id: agent.id,
+            name: "t2-again".into(),
+            description: None,
+            token_digest: again.digest(),
+            created_by: alice.id,
+        })
+        .await
+        .unwrap();
+    store.agent_token_delivered(second.id).await.unwrap();
+    assert!(delivered(second.id).await);
+    ids[1] = (second.id, again);
+    store.revoke_agent_token(agent.id, first_id).await.unwrap();
+    assert!(matches!(
+        store.active_agent_token(agent.id, first_id).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.agent_by_token_digest(&first_token.digest()).await,
+        store.agent_by_token_digest(&first_digest).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(
