@@ -27,9 +27,16 @@ pub enum ApiError {
     TooLarge(String),
     #[error("500 Internal Server Error")]
     Internal(String),
+    /// kas's database is down or its disk full: `message` says so to the
+    /// caller, `detail` goes to the log.
+    #[error("503 Service Unavailable - {message}")]
+    Unavailable { message: &'static str, detail: String },
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// What a caller is told when kas's disk is full.
+const DISK_FULL: &str = "kas's disk is full and nothing was saved; tell your kas administrator";
 
 impl ApiError {
     fn status(&self) -> StatusCode {
@@ -41,16 +48,26 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(error = %detail, "request failed");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "request failed"),
+            ApiError::Unavailable { detail, .. } => tracing::warn!(error = %detail, "request failed: kas's storage"),
+            _ => {}
         }
-        (self.status(), Json(Message::new(self.to_string()))).into_response()
+        let mut response = (self.status(), Json(Message::new(self.to_string()))).into_response();
+        if let ApiError::Unavailable { .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
     }
 }
 
@@ -60,6 +77,14 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("Resource"),
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::Limit(message) => ApiError::BadRequest(message),
+            StoreError::Unavailable(detail) => ApiError::Unavailable {
+                message: "kas cannot reach its database; try again shortly",
+                detail,
+            },
+            StoreError::DiskFull(detail) => ApiError::Unavailable {
+                message: DISK_FULL,
+                detail,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -92,6 +117,14 @@ impl From<GitError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             GitError::Race => ApiError::Conflict(error.to_string()),
+            GitError::DiskFull(detail) => ApiError::Unavailable {
+                message: DISK_FULL,
+                detail,
+            },
+            GitError::Spawn(io) if io.kind() == std::io::ErrorKind::StorageFull => ApiError::Unavailable {
+                message: DISK_FULL,
+                detail: io.to_string(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

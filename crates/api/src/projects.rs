@@ -108,7 +108,15 @@ pub async fn create(
             other => other.into(),
         })?;
     if let Err(error) = state.repos.create(project.id, &default_branch).await {
-        let _ = state.store.delete_project(project.id).await;
+        // Nothing half-made stays: neither the record nor what git wrote.
+        if let Err(undo) = state.store.delete_project(project.id).await
+            && !matches!(undo, StoreError::NotFound)
+        {
+            tracing::error!(project_id = project.id, error = %undo, "could not remove a project whose repository failed");
+        }
+        if let Err(undo) = state.repos.remove(project.id).await {
+            tracing::error!(project_id = project.id, error = %undo, "could not remove a failed repository");
+        }
         return Err(error.into());
     }
     if params.initialize_with_readme.unwrap_or(false) {

@@ -33,6 +33,9 @@ pub enum GitError {
     NoBranch(String),
     #[error("the branch moved while committing; retry")]
     Race,
+    /// The repositories' disk is full; git wrote nothing it kept.
+    #[error("the repositories' disk is full: {0}")]
+    DiskFull(String),
 }
 
 /// One ref that a change moved.
@@ -481,9 +484,13 @@ async fn run_git(dir: &Path, args: &[&str], env: &[(&str, String)], stdin: Optio
     }
     let output = child.wait_with_output().await?;
     if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        if stderr.contains("No space left on device") || stderr.contains("Out of diskspace") {
+            return Err(GitError::DiskFull(stderr));
+        }
         return Err(GitError::Command {
             command: args.first().copied().unwrap_or_default().to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            stderr,
         });
     }
     Ok(output.stdout)

@@ -28,6 +28,10 @@ pub enum ProxyError {
 
 impl From<StoreError> for ProxyError {
     fn from(error: StoreError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "Kubernetes API proxy request failed: the database");
+            return ProxyError::Unavailable("kas's database is unavailable: try again shortly".into());
+        }
         ProxyError::Internal(error.to_string())
     }
 }

@@ -24,6 +24,9 @@ pub use timestamp::{BadTimestamp, Timestamp};
 /// The most active agent tokens one agent may have, as in GitLab.
 pub const MAX_ACTIVE_AGENT_TOKENS: i64 = 2;
 
+/// How long a statement waits for a PostgreSQL connection.
+const POSTGRES_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -34,13 +37,49 @@ pub enum StoreError {
     Limit(String),
     #[error("unsupported database url {0:?}: use sqlite://<path> or postgres://...")]
     UnsupportedUrl(String),
+    /// The database cannot be reached (down, restarting, refusing
+    /// connections, no connection free in time): worth trying again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's disk is full: the statement wrote nothing.
+    #[error("the database's disk is full: {0}")]
+    DiskFull(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &error {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            E::Database(db) => match db.code().as_deref() {
+                // PostgreSQL: 53100 disk_full; SQLite: SQLITE_FULL (13).
+                Some("53100" | "13") => StoreError::DiskFull(error.to_string()),
+                // PostgreSQL: connection exceptions, shutting down, starting up.
+                Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                    StoreError::Unavailable(error.to_string())
+                }
+                _ => StoreError::Database(error),
+            },
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database, not the request, is at fault and trying again
+    /// later may work: callers answer 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::DiskFull(_))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -85,6 +124,31 @@ pub struct Store {
     backend: Backend,
 }
 
+/// `INSERT`/`UPDATE`/`DELETE ... RETURNING` of one row outside a
+/// transaction. SQLite commits such a statement when it is stepped to its
+/// end; sqlx's `fetch_one` stops at the first row and loses an error of
+/// that commit (a full disk), answering with a row that was never stored
+/// (launchbadge/sqlx#2099). Reading every row steps it to its end.
+trait ReturningOne<T> {
+    async fn returning_optional(self, pool: &AnyPool) -> sqlx::Result<Option<T>>;
+
+    async fn returning_one(self, pool: &AnyPool) -> sqlx::Result<T>
+    where
+        Self: Sized,
+    {
+        self.returning_optional(pool).await?.ok_or(sqlx::Error::RowNotFound)
+    }
+}
+
+impl<'q, T> ReturningOne<T> for sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments>
+where
+    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    async fn returning_optional(self, pool: &AnyPool) -> sqlx::Result<Option<T>> {
+        Ok(self.fetch_all(pool).await?.into_iter().next())
+    }
+}
+
 /// `NotFound` when a statement that must touch a row touched none.
 fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
     if done.rows_affected() == 0 {
@@ -97,7 +161,7 @@ fn found(done: sqlx::any::AnyQueryResult) -> Result<()> {
 fn conflict_on_unique(error: sqlx::Error, message: impl Into<String>) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.into()),
-        _ => StoreError::Database(error),
+        _ => error.into(),
     }
 }
 
@@ -118,6 +182,12 @@ impl Store {
             Backend::Sqlite => 4,
             Backend::Postgres => 10,
         });
+        if backend == Backend::Postgres {
+            // While the server is down, each statement waits this long for
+            // a connection (sqlx keeps dialing) before kas answers 503:
+            // callers get an answer, not a hang.
+            pool_options = pool_options.acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT);
+        }
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -181,7 +251,7 @@ impl Store {
         .bind(&new.email)
         .bind(i64::from(new.is_admin))
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, "Username has already been taken"))
     }
@@ -223,7 +293,7 @@ impl Store {
         .bind(&new.token_digest)
         .bind(&new.expires_at)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await?)
     }
 
@@ -287,7 +357,7 @@ impl Store {
         .bind(new.owner_id)
         .bind(&new.description)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| {
             conflict_on_unique(
@@ -374,7 +444,7 @@ impl Store {
         .bind(&new.default_branch)
         .bind(new.creator_id)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, "path has already been taken"))
     }
@@ -444,7 +514,7 @@ impl Store {
         .bind(user_id)
         .bind(access_level as i64)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await?)
     }
 
@@ -493,7 +563,7 @@ impl Store {
         .bind(name)
         .bind(created_by)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| {
             conflict_on_unique(
@@ -827,7 +897,7 @@ impl Store {
         .bind(&job.token_digest)
         .bind(job.expires_at.to_string())
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, format!("job {} is already registered", job.job_id)))
     }
@@ -877,7 +947,7 @@ impl Store {
         .bind(&push.after_sha)
         .bind(push.user_id)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await?)
     }
 
@@ -953,7 +1023,7 @@ impl Store {
         .bind(&now)
         .bind(&now)
         .bind(new.more_namespaces.join(","))
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, "name has already been taken"))
     }
@@ -996,7 +1066,7 @@ impl Store {
         .bind(environment.project_id)
         .bind(environment.id)
         .bind(environment.more_namespaces.join(","))
-        .fetch_optional(&self.pool)
+        .returning_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)
     }
@@ -1297,7 +1367,7 @@ impl Store {
         .bind(&new.private_key_sealed)
         .bind(new.created_by_user_id)
         .bind(now())
-        .fetch_one(&self.pool)
+        .returning_one(&self.pool)
         .await
         .map_err(|e| conflict_on_unique(e, "URL configuration already exists for this agent"))
     }

@@ -93,7 +93,9 @@ impl<B: Body + Unpin, F: FnOnce() + Unpin> Body for WhenSent<B, F> {
 
 impl<B, F: FnOnce()> std::fmt::Debug for WhenSent<B, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhenSent").field("sent", &self.on_sent.is_none()).finish()
+        f.debug_struct("WhenSent")
+            .field("sent", &self.on_sent.is_none())
+            .finish()
     }
 }
 
@@ -132,7 +134,10 @@ mod tests {
     #[test]
     fn a_body_dropped_before_its_end_does_not() {
         let (count, on_sent) = counted();
-        drop(WhenSent::new(Full::new(bytes::Bytes::from_static(b"the token")), on_sent));
+        drop(WhenSent::new(
+            Full::new(bytes::Bytes::from_static(b"the token")),
+            on_sent,
+        ));
         assert_eq!(count.load(Ordering::SeqCst), 0);
     }
 }
