@@ -85,10 +85,16 @@ pub struct Routing {
     /// Routes found recently, so a burst of requests costs one query (an
     /// agent found nowhere is looked up again at once).
     found: TtlCache<i64, Vec<String>>,
+    /// Private URLs of replicas that refused a connection lately (died,
+    /// or restarting): others holding the agent are tried first.
+    unreachable: TtlCache<String, ()>,
 }
 
 /// How long a route found in the database is reused.
 const FOUND_TTL: Duration = Duration::from_secs(2);
+/// How long a replica that refused a connection is tried last: until its
+/// routes have expired if it died.
+const UNREACHABLE_TTL: Duration = ROUTE_TTL;
 
 impl Routing {
     /// `ca_pem` is the CA the replicas share (their private certificates
@@ -132,6 +138,7 @@ impl Routing {
             signer: RequestSigner::new(secret),
             client,
             found: TtlCache::new(FOUND_TTL),
+            unreachable: TtlCache::new(UNREACHABLE_TTL),
         })
     }
 
@@ -222,15 +229,26 @@ impl Routing {
                 urls
             }
         };
-        if urls.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(urls[rand::random_range(0..urls.len())].clone()))
+        // A replica that refused a connection lately only if no other
+        // holds the agent (it may be back, with the agent).
+        let reachable: Vec<&String> = urls.iter().filter(|u| self.unreachable.get(*u).is_none()).collect();
+        let choice = match reachable.as_slice() {
+            [] => urls.get(rand::random_range(0..urls.len().max(1))),
+            some => Some(some[rand::random_range(0..some.len())]),
+        };
+        Ok(choice.cloned())
     }
 
     /// Forgets what was found for the agent (its replica did not answer).
     pub fn forget(&self, agent_id: i64) {
         self.found.remove(&agent_id);
+    }
+
+    /// The replica at `url` refused a connection: others holding an
+    /// agent are tried before it until its routes would have expired.
+    pub fn unreachable(&self, agent_id: i64, url: &str) {
+        self.forget(agent_id);
+        self.unreachable.insert(url.to_string(), ());
     }
 
     /// The connections of the agent that other replicas hold, for the

@@ -17,6 +17,10 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The replica holding the agent refused the connection: the request
+    /// never reached it, so another holder may take it.
+    #[error("{0}")]
+    ReplicaUnreachable(String),
     /// A limit the caller can wait for (open streams of an agent).
     #[error("{0}")]
     TooManyRequests(String),
@@ -43,7 +47,7 @@ impl ProxyError {
             ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ProxyError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
-            ProxyError::Unavailable(_) | ProxyError::Internal(_) => {
+            ProxyError::Unavailable(_) | ProxyError::ReplicaUnreachable(_) | ProxyError::Internal(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
             }
         }

@@ -181,11 +181,18 @@ pub async fn forward(
             *forwarded.headers_mut() = headers;
             let mut response = routing.client().request(forwarded).await.map_err(|e| {
                 glagent_telemetry::metrics::kas().replica_forward("failed");
-                routing.forget(authorized.agent_id);
-                ProxyError::Unavailable(format!(
+                let message = format!(
                     "the kas replica holding agent {}'s connection did not answer: {e}",
                     authorized.agent_id
-                ))
+                );
+                if e.is_connect() {
+                    // The request never reached it: another may take it.
+                    routing.unreachable(authorized.agent_id, base);
+                    ProxyError::ReplicaUnreachable(message)
+                } else {
+                    routing.forget(authorized.agent_id);
+                    ProxyError::Unavailable(message)
+                }
             })?;
             glagent_telemetry::metrics::kas().replica_forward("answered");
             let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some();

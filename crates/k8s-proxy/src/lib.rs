@@ -19,11 +19,13 @@ pub mod record;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use glagent_connections::Connections;
 use glagent_core::identity::client_may_impersonate;
+use glagent_proto::forwarding::upgrade_protocol;
 use glagent_services::Services;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,10 @@ use crate::authorize::{DecisionCache, authorize};
 use crate::error::ProxyError;
 use crate::forward::{Forwarded, PRIVATE_PREFIX, Target, forward};
 use crate::record::Exchange;
+
+/// Replicas a request without a body is offered to, when the ones before
+/// refused the connection.
+const MAX_REPLICA_TRIES: usize = 3;
 
 /// Where the proxy serves.
 pub const PREFIX: &str = "/-/kubernetes-agent/k8s-proxy";
@@ -104,6 +110,30 @@ async fn proxy_request(proxy: &Proxy, request: Request, exchange: &mut Exchange)
             "nested impersonation is not supported: this agent already imposes an identity on you".into(),
         ));
     }
+    // A request without a body that a dead replica refused is sent again
+    // to another holder of the agent (the replica is tried last from then on).
+    let again = (request.body().is_end_stream() && upgrade_protocol(request.headers()).is_none()).then(|| {
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            request.version(),
+            request.headers().clone(),
+        )
+    });
     let target = Target::find(&proxy.connections, &proxy.services.store, authorized.agent_id).await?;
-    forward(target, &authorized, request, PREFIX).await
+    let mut forwarded = forward(target, &authorized, request, PREFIX).await;
+    for _ in 0..MAX_REPLICA_TRIES - 1 {
+        let (Err(ProxyError::ReplicaUnreachable(_)), Some((method, uri, version, headers))) = (&forwarded, &again)
+        else {
+            break;
+        };
+        let mut request = Request::new(Body::empty());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = *version;
+        *request.headers_mut() = headers.clone();
+        let target = Target::find(&proxy.connections, &proxy.services.store, authorized.agent_id).await?;
+        forwarded = forward(target, &authorized, request, PREFIX).await;
+    }
+    forwarded
 }

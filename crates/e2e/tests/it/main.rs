@@ -15,6 +15,7 @@ mod crashes;
 mod doctor;
 mod environments;
 mod examples;
+mod failover;
 mod faults;
 mod fleet;
 mod flux;
