@@ -83,6 +83,10 @@ pub struct Dialer {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub connection_id: u64,
+    /// The local address to connect from (agentk: any). The fleet generator
+    /// spreads its connections over several loopback addresses, each with
+    /// its own ~28,000 ephemeral ports.
+    pub source: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Error)]
@@ -144,6 +148,19 @@ async fn step<T>(name: &'static str, future: impl std::future::Future<Output = T
         .map_err(|_| DialError::Timeout { step: name })
 }
 
+/// A TCP connection to `addr`, from `source` when given.
+async fn connect_from(source: Option<std::net::IpAddr>, addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 impl Dialer {
     /// Connects and upgrades; the result carries the tunnel's bytes.
     pub async fn dial(&self, token: &str, user_agent: &str) -> Result<Box<dyn Io>, DialError> {
@@ -174,7 +191,7 @@ impl Dialer {
         let mut last_error = None;
         let mut stream = None;
         for addr in &addrs {
-            match step("TCP connect", TcpStream::connect(addr)).await? {
+            match step("TCP connect", connect_from(self.source, *addr)).await? {
                 Ok(s) => {
                     stream = Some(s);
                     break;

@@ -201,6 +201,7 @@ pub async fn run(args: Args, log_level: LogLevel) -> Result<()> {
                     tls,
                     headers,
                     connection_id,
+                    source: None,
                 };
                 tracing::info!(kas = %dialer.address.url, version = glagent_core::VERSION, "agentk starting");
                 connect_forever(&dialer, &token, state.clone()).await

@@ -113,7 +113,7 @@ pub struct ConnectionSummary {
 }
 
 pub struct AgentRegistry {
-    connections: Mutex<HashMap<u64, Arc<AgentConnection>>>,
+    connections: Mutex<Held>,
     next_key: AtomicU64,
     round_robin: AtomicU64,
     /// Bumped when a connection comes, goes or tells who it is: what live
@@ -121,6 +121,24 @@ pub struct AgentRegistry {
     changes: tokio::sync::watch::Sender<u64>,
     /// Connections each agent token holds or is being made with.
     per_token: Mutex<HashMap<i64, usize>>,
+}
+
+/// The connections held, by key and by agent: a request finds its
+/// agent's connections without looking at the others.
+#[derive(Default)]
+struct Held {
+    by_key: HashMap<u64, Arc<AgentConnection>>,
+    by_agent: HashMap<i64, Vec<Arc<AgentConnection>>>,
+}
+
+impl Held {
+    fn values(&self) -> impl Iterator<Item = &Arc<AgentConnection>> {
+        self.by_key.values()
+    }
+
+    fn of_agent(&self, agent_id: i64) -> &[Arc<AgentConnection>] {
+        self.by_agent.get(&agent_id).map(Vec::as_slice).unwrap_or_default()
+    }
 }
 
 /// One of a token's [`MAX_CONNECTIONS_PER_TOKEN`], given back when dropped.
@@ -168,25 +186,40 @@ impl AgentRegistry {
         self.next_key.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<u64, Arc<AgentConnection>>> {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Held> {
         self.connections.lock()
     }
 
     pub fn insert(&self, connection: Arc<AgentConnection>) {
-        self.lock().insert(connection.key, connection);
+        {
+            let mut held = self.lock();
+            held.by_agent
+                .entry(connection.agent_id)
+                .or_default()
+                .push(connection.clone());
+            held.by_key.insert(connection.key, connection);
+        }
         self.changed();
     }
 
     pub fn remove(&self, key: u64) {
-        self.lock().remove(&key);
+        {
+            let mut held = self.lock();
+            if let Some(gone) = held.by_key.remove(&key)
+                && let Some(of_agent) = held.by_agent.get_mut(&gone.agent_id)
+            {
+                of_agent.retain(|c| c.key != key);
+                if of_agent.is_empty() {
+                    held.by_agent.remove(&gone.agent_id);
+                }
+            }
+        }
         self.changed();
     }
 
     /// Whether this replica holds a connection of the agent.
     pub fn holds(&self, agent_id: i64) -> bool {
-        self.lock()
-            .values()
-            .any(|c| c.agent_id == agent_id && !c.sender.is_closed())
+        self.lock().of_agent(agent_id).iter().any(|c| !c.sender.is_closed())
     }
 
     /// Every connection here.
@@ -204,19 +237,14 @@ impl AgentRegistry {
 
     /// The agents with a connection here, sorted.
     pub fn agent_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.lock().values().map(|c| c.agent_id).collect();
+        let mut ids: Vec<i64> = self.lock().by_agent.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     /// The agent's connections, oldest first.
     pub fn of_agent(&self, agent_id: i64) -> Vec<Arc<AgentConnection>> {
-        let mut found: Vec<_> = self
-            .lock()
-            .values()
-            .filter(|c| c.agent_id == agent_id)
-            .cloned()
-            .collect();
+        let mut found = self.lock().of_agent(agent_id).to_vec();
         found.sort_by_key(|c| c.key);
         found
     }

@@ -83,6 +83,9 @@ fn answer(path: &str) -> hyper::Response<Full<Bytes>> {
     }
 }
 
+/// Connections from one loopback source address (of its ~28,000 ports).
+const PER_SOURCE: usize = 20_000;
+
 /// Simulated agents, each its own connection to kas (and its own
 /// reconnecting loop with agentk's jittered backoff).
 pub struct Fleet {
@@ -106,12 +109,25 @@ impl Fleet {
         } else {
             None
         };
-        let dialer = Arc::new(Dialer {
-            address,
-            tls,
-            headers: Vec::new(),
-            connection_id: 1,
-        });
+        // Loopback has ~28,000 ephemeral ports per source address: past
+        // that, agents connect from 127.0.0.2, 127.0.0.3, ...
+        let loopback = matches!(address.host.as_str(), "127.0.0.1" | "localhost");
+        let sources = if loopback {
+            tokens.len().div_ceil(PER_SOURCE).max(1)
+        } else {
+            1
+        };
+        let dialers: Vec<Arc<Dialer>> = (0..sources)
+            .map(|s| {
+                Arc::new(Dialer {
+                    address: address.clone(),
+                    tls: tls.clone(),
+                    headers: Vec::new(),
+                    connection_id: 1,
+                    source: loopback.then(|| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1 + s as u8))),
+                })
+            })
+            .collect();
         let config = kube::Config::new(kube.url.parse().context("the fake API's URL")?);
         let client = kube::Client::try_from(config.clone())?;
         let api = glagent_agent::api_client::ApiClient::new(&config)?;
@@ -127,7 +143,7 @@ impl Fleet {
                 LogLevel::detached(),
             ));
             agents.push(state.clone());
-            tasks.push(tokio::spawn(run_agent(dialer.clone(), token, state)));
+            tasks.push(tokio::spawn(run_agent(dialers[i / PER_SOURCE].clone(), token, state)));
         }
         Ok(Fleet { agents, tasks })
     }

@@ -1,14 +1,17 @@
 //! How many agents one kas holds, run by `cargo xtask bench fleet
-//! [--agents N]` (release kas; default 1,000 agents): N agents registered
-//! through the REST API (timed), then held by a fleet of simulated agents
-//! in this process (`glagent-fleet`: agentk's own dialer and tunnel
-//! server, one connection and token each, over `wss://`). It reports the
-//! connect storm, kas's RSS, CPU and database statements a second (from its
-//! metrics) while idle, a push to one project
-//! reaching its agent (p50, p99 over 20), one push reaching the 1,000
-//! agents configured in one project, and the storm after a kas restart.
-//! The open-files limit of this process (and so of kas) is raised to its
-//! hard limit. Prints the figures and a `RESULT` line.
+//! [--agents N] [--transport wss|grpcs]` (release kas; default 1,000
+//! agents over `wss://`): N agents registered through the REST API
+//! (timed), then held by a fleet of simulated agents in this process
+//! (`glagent-fleet`: agentk's own dialer and tunnel server, one connection
+//! and token each, from 127.0.0.1 and, past 20,000, further loopback
+//! addresses). It reports the connect storm, kas's RSS, CPU and database
+//! statements a second (from its metrics) while idle, a push to one
+//! project reaching its agent (p50, p99 over 20), one push of the 1,000
+//! configuration files of one project reaching those agents, proxied GETs
+//! spread over those 1,000 agents while the rest idle (p50, p99,
+//! requests/s), and the storm after a kas restart. The open-files limit of
+//! this process (and so of kas) is raised, the hard limit too when root.
+//! Prints the figures and a `RESULT` line.
 
 use std::time::{Duration, Instant};
 
@@ -25,26 +28,44 @@ const PUSHES: usize = 20;
 
 fn main() -> Result<()> {
     let mut agents = 1000usize;
+    let mut grpcs = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--agents" => agents = args.next().context("--agents N")?.parse().context("--agents N")?,
-            other => anyhow::bail!("unknown argument {other:?}: use --agents N"),
+            "--transport" => {
+                grpcs = match args.next().as_deref() {
+                    Some("wss") => false,
+                    Some("grpcs") => true,
+                    other => anyhow::bail!("--transport {other:?}: use wss or grpcs"),
+                }
+            }
+            other => anyhow::bail!("unknown argument {other:?}: use --agents N and --transport wss|grpcs"),
         }
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(bench(agents))
+        .block_on(bench(agents, grpcs))
 }
 
-fn raise_open_files() -> Result<u64> {
+/// Raises the open-files limit to what `agents` connections need on both
+/// ends (this process and kas, which inherits it): the hard limit too when
+/// allowed (root), else up to the hard limit.
+fn raise_open_files(agents: usize) -> Result<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
-    limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit)?;
-    Ok(limit.current.unwrap_or(u64::MAX))
+    let wanted = (2 * agents as u64 + 10_000).max(limit.current.unwrap_or(0));
+    let raised = rustix::process::Rlimit {
+        current: Some(wanted),
+        maximum: Some(wanted.max(limit.maximum.unwrap_or(0))),
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit)?;
+    }
+    Ok(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX))
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
@@ -76,18 +97,23 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-async fn bench(total: usize) -> Result<()> {
+async fn bench(total: usize, grpcs: bool) -> Result<()> {
     let release = std::env::current_exe()?
         .parent()
         .context("binary directory")?
         .to_path_buf();
-    let files = raise_open_files()?;
+    let files = raise_open_files(total)?;
     println!("open-files limit raised to {files} (kas inherits it)");
     let metrics_port = glagent_test_support::free_port();
+    let agent_port = glagent_test_support::free_port();
+    let mut env = vec![("KAS_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}"))];
+    if grpcs {
+        env.push(("KAS_AGENT_LISTEN".into(), format!("127.0.0.1:{agent_port}")));
+    }
     let mut kas = Kas::start(
         &release.join("kas"),
         KasOptions {
-            env: vec![("KAS_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}"))],
+            env,
             ..Default::default()
         },
     )
@@ -105,12 +131,19 @@ async fn bench(total: usize) -> Result<()> {
     }
     let started = Instant::now();
     let mut projects = Vec::new();
+    let mut big_path = String::new();
     for (p, _) in sizes.iter().enumerate() {
         let (status, project) = kas
             .root_call("POST", "/projects", Some(json!({"name": format!("fleet-{p}")})))
             .await;
         anyhow::ensure!(status.is_success(), "creating project {p}: {project}");
         projects.push(project["id"].as_i64().context("project id")?);
+        if p == 0 {
+            big_path = project["path_with_namespace"]
+                .as_str()
+                .context("project path")?
+                .to_string();
+        }
     }
     let wanted: Vec<(usize, i64, String)> = sizes
         .iter()
@@ -119,7 +152,7 @@ async fn bench(total: usize) -> Result<()> {
         .map(|(p, name)| (p, projects[p], name))
         .collect();
     let kas_ref = &kas;
-    let registered: Vec<Result<(usize, String)>> = futures_util::stream::iter(wanted)
+    let registered: Vec<Result<(usize, i64, String, String)>> = futures_util::stream::iter(wanted)
         .map(|(p, pid, name)| async move {
             let (status, agent) = kas_ref
                 .root_call(
@@ -138,12 +171,12 @@ async fn bench(total: usize) -> Result<()> {
                 )
                 .await;
             anyhow::ensure!(status.is_success(), "its token: {token}");
-            Ok((p, token["token"].as_str().context("token")?.to_string()))
+            Ok((p, aid, name, token["token"].as_str().context("token")?.to_string()))
         })
         .buffered(8)
         .collect()
         .await;
-    let registered: Vec<(usize, String)> = registered.into_iter().collect::<Result<_>>()?;
+    let registered: Vec<(usize, i64, String, String)> = registered.into_iter().collect::<Result<_>>()?;
     let registration = started.elapsed();
     println!(
         "registered {total} agents and their tokens in {} projects through the REST API: {registration:.1?}",
@@ -152,8 +185,13 @@ async fn bench(total: usize) -> Result<()> {
 
     let kube = FakeKubernetes::start().await?;
     let ca = std::fs::read(kas.ca_file())?;
-    let address = format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port);
-    let tokens: Vec<String> = registered.iter().map(|(_, t)| t.clone()).collect();
+    let address = if grpcs {
+        format!("grpcs://127.0.0.1:{agent_port}")
+    } else {
+        format!("wss://127.0.0.1:{}/-/kubernetes-agent/", kas.port)
+    };
+    println!("agents connect to {address}");
+    let tokens: Vec<String> = registered.iter().map(|(_, _, _, t)| t.clone()).collect();
     let started = Instant::now();
     let fleet = Fleet::start(&address, Some(&ca), tokens, &kube).await?;
     let storm = fleet.wait_connected(total, Duration::from_secs(600)).await?;
@@ -186,7 +224,7 @@ async fn bench(total: usize) -> Result<()> {
             1,
             registered
                 .iter()
-                .position(|(p, _)| *p == 1)
+                .position(|(p, ..)| *p == 1)
                 .context("an agent of project 1")?,
         )
     } else {
@@ -218,18 +256,13 @@ async fn bench(total: usize) -> Result<()> {
         "push -> the agent of that project ({PUSHES} pushes, {total} connected): p50 {push_p50:.1} ms, p99 {push_p99:.1} ms"
     );
 
-    // One push to the project of up to 1,000 agents reaches all of them.
+    // One git push of the configuration files of the project of up to
+    // 1,000 agents (each lets the project's members through the proxy)
+    // reaches all of them.
     let big: Vec<usize> = (0..total).filter(|i| registered[*i].0 == 0).collect();
     let before: Vec<Option<String>> = big.iter().map(|i| fleet.applied_commit(*i)).collect();
-    let (status, _) = kas
-        .root_call(
-            "POST",
-            &format!("/projects/{}/repository/files/shared.txt", projects[0]),
-            Some(json!({"branch": "main", "content": "x", "commit_message": "shared"})),
-        )
-        .await;
-    anyhow::ensure!(status.is_success(), "the shared push");
-    let pushed = Instant::now();
+    let names: Vec<&str> = big.iter().map(|i| registered[*i].2.as_str()).collect();
+    let pushed = push_configurations(&kas, &big_path, &names)?;
     while big.iter().zip(&before).any(|(i, b)| fleet.applied_commit(*i) == *b) {
         anyhow::ensure!(
             pushed.elapsed() < Duration::from_secs(120),
@@ -243,6 +276,9 @@ async fn bench(total: usize) -> Result<()> {
         big.len()
     );
 
+    // Proxied GETs spread over those agents while the others idle.
+    let proxied = proxied_gets(&kas, &big.iter().map(|i| registered[*i].1).collect::<Vec<_>>()).await?;
+
     // kas restarts: every agent reconnects, with agentk's backoff.
     kas.restart().await;
     // kas is back and ready; its connections went with the old process.
@@ -250,12 +286,106 @@ async fn bench(total: usize) -> Result<()> {
     println!("after a kas restart (SIGTERM, start): all {total} reconnected {reconnect:.1?} after kas was back");
     drop(fleet);
     println!(
-        "RESULT fleet_agents={total} registration_s={:.1} connect_storm_s={:.1} idle_rss_mib={rss:.1} rss_per_agent_kib={:.1} idle_cpu_pct={idle_cpu:.2} idle_db_statements_per_s={queries_per_second:.2} push_p50_ms={push_p50:.1} push_p99_ms={push_p99:.1} shared_push_1000_ms={:.0} restart_reconnect_s={:.1}",
+        "RESULT fleet_agents={total} transport={} registration_s={:.1} connect_storm_s={:.1} idle_rss_mib={rss:.1} rss_per_agent_kib={:.1} idle_cpu_pct={idle_cpu:.2} idle_db_statements_per_s={queries_per_second:.2} push_p50_ms={push_p50:.1} push_p99_ms={push_p99:.1} shared_push_1000_ms={:.0} proxied_get_p50_ms={:.2} proxied_get_p99_ms={:.2} proxied_gets_per_s={:.0} restart_reconnect_s={:.1}",
+        if grpcs { "grpcs" } else { "wss" },
         registration.as_secs_f64(),
         storm.as_secs_f64(),
         (rss - rss_empty) * 1024.0 / total as f64,
         shared.as_secs_f64() * 1000.0,
+        proxied.p50_ms,
+        proxied.p99_ms,
+        proxied.per_second,
         reconnect.as_secs_f64()
     );
     Ok(())
+}
+
+/// Pushes, with git, one commit holding `.gitlab/agents/<name>/config.yaml`
+/// for each agent (`user_access` for the project's members) to the
+/// project at `path`; returns when the push was accepted.
+fn push_configurations(kas: &Kas, path: &str, names: &[&str]) -> Result<Instant> {
+    let dir = tempfile::tempdir()?;
+    let git = |args: &[&str]| -> Result<()> {
+        let output = std::process::Command::new("git")
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@example.com"])
+            .args(["-c", &format!("http.sslCAInfo={}", kas.ca_file().display())])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .context("running git")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    };
+    let url = format!("https://root:{}@127.0.0.1:{}/{path}.git", kas.root_token, kas.port);
+    git(&["clone", "--quiet", &url, "."])?;
+    for name in names {
+        let folder = dir.path().join(".gitlab/agents").join(name);
+        std::fs::create_dir_all(&folder)?;
+        std::fs::write(
+            folder.join("config.yaml"),
+            format!("user_access:\n  projects:\n    - id: {path}\n"),
+        )?;
+    }
+    git(&["add", "."])?;
+    git(&["commit", "--quiet", "-m", "configurations"])?;
+    git(&["push", "--quiet", "origin", "HEAD:main"])?;
+    Ok(Instant::now())
+}
+
+struct Proxied {
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+}
+
+/// 4,000 GETs of a ConfigMap through kas's Kubernetes proxy, 16 at a time,
+/// each for one of `agents` in turn, as the project's owner.
+async fn proxied_gets(kas: &Kas, agents: &[i64]) -> Result<Proxied> {
+    const GETS: usize = 4_000;
+    let http = kas.http();
+    let url = format!(
+        "{}/-/kubernetes-agent/k8s-proxy/api/v1/namespaces/default/configmaps/fleet",
+        kas.url
+    );
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = futures_util::stream::iter(0..GETS)
+        .map(|i| {
+            let (http, url, credential) = (
+                http.clone(),
+                url.clone(),
+                format!("pat:{}:{}", agents[i * 7919 % agents.len()], kas.root_token),
+            );
+            async move {
+                let sent = Instant::now();
+                let response = http.get(&url).bearer_auth(credential).send().await?;
+                anyhow::ensure!(response.status().is_success(), "a proxied GET: {}", response.status());
+                response.bytes().await?;
+                Ok(sent.elapsed().as_secs_f64() * 1000.0)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<Result<f64>>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let q = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let proxied = Proxied {
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        per_second: GETS as f64 / elapsed,
+    };
+    println!(
+        "proxied GETs over {} agents ({GETS}, 16 at a time) while the others idle: p50 {:.2} ms, p99 {:.2} ms, {:.0} requests/s",
+        agents.len(),
+        proxied.p50_ms,
+        proxied.p99_ms,
+        proxied.per_second
+    );
+    Ok(proxied)
 }
