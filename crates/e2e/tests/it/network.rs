@@ -99,7 +99,7 @@ async fn a_network_cut_ends_in_a_reconnect_without_growth() {
 }
 
 #[tokio::test]
-#[ignore = "ten 30 s partitions take about 6 minutes, too long for every CI run: \
+#[ignore = "ten 30 s partitions take about 7 minutes, too long for every CI run: \
             cargo test -p glagent-e2e --test it -- --ignored ten_network_cuts --nocapture"]
 async fn ten_network_cuts_end_in_ten_reconnects_without_growth() {
     network_cuts_end_in_reconnects_without_growth(10).await;
