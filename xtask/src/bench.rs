@@ -229,7 +229,7 @@ pub fn dashboard(root: &Path) -> Result<()> {
     driver(root, "dashboard")
 }
 
-/// `cargo xtask bench fleet [--agents N]` (see `bin/bench_fleet.rs`).
+/// `cargo xtask bench fleet [--agents N] [--transport wss|grpcs]` (see `bin/bench_fleet.rs`).
 pub fn fleet(root: &Path, args: &[String]) -> Result<()> {
     driver_with(root, "fleet", args)
 }
