@@ -308,7 +308,10 @@ fn push_configurations(kas: &Kas, path: &str, names: &[&str]) -> Result<Instant>
     // The token goes in a header, never in a URL git may print.
     let basic = format!(
         "Authorization: Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("root:{}", kas.root_token))
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("root:{}", kas.root_token)
+        )
     );
     let git = |args: &[&str]| -> Result<()> {
         let output = std::process::Command::new("git")
