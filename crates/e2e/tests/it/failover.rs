@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use glagent_fleet::{FakeKubernetes, Fleet};
-use glagent_test_support::kas::{Kas, KasOptions};
+use glagent_test_support::kas::Kas;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::replicas::replica_options;
 use crate::until;
 
 const AGENTS: usize = 9;
@@ -42,21 +43,6 @@ async fn balancer(backends: Vec<u16>) -> u16 {
     port
 }
 
-fn replica(database_url: &str, secret: &std::path::Path, data_dir: Option<std::path::PathBuf>) -> KasOptions {
-    KasOptions {
-        data_dir,
-        database_url: Some(database_url.to_string()),
-        env: vec![
-            (
-                "KAS_PRIVATE_LISTEN".into(),
-                format!("127.0.0.1:{}", glagent_test_support::free_port()),
-            ),
-            ("KAS_PRIVATE_API_SECRET_FILE".into(), secret.display().to_string()),
-        ],
-        ..Default::default()
-    }
-}
-
 /// The replica id a kas logged when its private API started.
 fn replica_id(kas: &Kas) -> String {
     let log = kas.log();
@@ -70,9 +56,17 @@ async fn a_replica_killed_under_load_leaves_the_others_serving_and_its_routes_ex
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("private-api-secret");
     std::fs::write(&secret, "a-secret-the-three-replicas-share-0123456789\n").unwrap();
-    let mut a = Kas::start(&crate::kas(), replica(&database_url, &secret, None)).await;
-    let b = Kas::start(&crate::kas(), replica(&database_url, &secret, Some(a.data_dir.clone()))).await;
-    let c = Kas::start(&crate::kas(), replica(&database_url, &secret, Some(a.data_dir.clone()))).await;
+    let mut a = Kas::start(&crate::kas(), replica_options(&database_url, &secret, None).0).await;
+    let b = Kas::start(
+        &crate::kas(),
+        replica_options(&database_url, &secret, Some(a.data_dir.clone())).0,
+    )
+    .await;
+    let c = Kas::start(
+        &crate::kas(),
+        replica_options(&database_url, &secret, Some(a.data_dir.clone())).0,
+    )
+    .await;
     let a_id = replica_id(&a);
 
     // Nine agents with one configuration each, granting the project's

@@ -15,7 +15,7 @@ use crate::support::{KUBECTLS, as_admin, kubeconfig_at, kubectl, member, ok, wat
 use crate::{Setup, agentk, call, kas, until};
 
 /// Options for one replica, and the URL of its private API.
-fn replica_options(
+pub(crate) fn replica_options(
     database_url: &str,
     secret: &std::path::Path,
     data_dir: Option<std::path::PathBuf>,
