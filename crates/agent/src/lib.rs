@@ -41,6 +41,14 @@ use crate::dial::{Dialer, KasAddress};
 use crate::logging::LogLevel;
 use crate::state::AgentState;
 
+/// agentk pings kas when its connection has been silent this long (as
+/// upstream agentk's gRPC keepalive): under the 60 s idle timeout of most
+/// load balancers, so an idle tunnel through one stays open.
+const KEEPALIVE: Duration = Duration::from_secs(55);
+/// An unanswered ping ends the connection after this long: a silent
+/// network cut is noticed within 75 s, and agentk dials again.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Where the agent token comes from.
 pub(crate) enum TokenSource {
     File(PathBuf),
@@ -343,8 +351,8 @@ async fn serve_connection(
     let service = TowerToHyperService::new(router);
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         // kas's proxy opens at most 500 (upstream's limit per agent); the
         // rest is room for kas's own requests.
         .max_concurrent_streams(520)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use glagent_store::{NewAuditEvent, Store, Timestamp};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Events waiting for the writer at most; beyond, new ones are counted
 /// and reported, not queued (a database that is gone must not grow kas's
@@ -27,6 +27,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 pub struct AuditLog {
     sender: mpsc::Sender<NewAuditEvent>,
     receiver: Mutex<Option<mpsc::Receiver<NewAuditEvent>>>,
+    /// Told when a batch's worth is waiting: the writer sleeps through
+    /// its gathering instead of being woken by every event.
+    batch_waiting: Notify,
     dropped: std::sync::atomic::AtomicU64,
 }
 
@@ -36,6 +39,7 @@ impl Default for AuditLog {
         AuditLog {
             sender,
             receiver: Mutex::new(Some(receiver)),
+            batch_waiting: Notify::new(),
             dropped: Default::default(),
         }
     }
@@ -62,7 +66,12 @@ impl AuditLog {
             duration_ms = event.duration_us as f64 / 1000.0,
             "proxied request"
         );
-        if self.sender.try_send(event).is_err() {
+        if self.sender.try_send(event).is_ok() {
+            // Cheap while nobody waits: the permit is only stored.
+            if QUEUE - self.sender.capacity() >= BATCH {
+                self.batch_waiting.notify_one();
+            }
+        } else {
             let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::error!(
@@ -83,38 +92,40 @@ impl AuditLog {
         let mut purge = tokio::time::interval(PURGE_EVERY);
         let mut batch = Vec::with_capacity(BATCH);
         let mut stop = std::pin::pin!(stop);
-        loop {
+        let mut stopping = false;
+        while !stopping {
             tokio::select! {
-                () = &mut stop => {
-                    while let Ok(event) = receiver.try_recv() {
-                        batch.push(event);
-                        if batch.len() == BATCH {
-                            write(&store, &mut batch).await;
-                        }
-                    }
-                    write(&store, &mut batch).await;
-                    return;
-                }
+                () = &mut stop => stopping = true,
                 received = receiver.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
-                        return;
-                    }
-                    let gathering = tokio::time::sleep(GATHER);
-                    tokio::pin!(gathering);
-                    while batch.len() < BATCH {
-                        let room = BATCH - batch.len();
+                        stopping = true;
+                    } else if batch.len() < BATCH {
+                        // The first event woke the writer; the others wait
+                        // in the queue until a second has passed or a
+                        // batch's worth is there.
                         tokio::select! {
-                            () = &mut gathering => break,
-                            more = receiver.recv_many(&mut batch, room) => if more == 0 { break },
+                            () = tokio::time::sleep(GATHER) => {}
+                            () = self.batch_waiting.notified() => {}
+                            () = &mut stop => stopping = true,
                         }
                     }
-                    write(&store, &mut batch).await;
                 }
                 _ = purge.tick() => match store.forget_audit_events_before(Timestamp::before_now(retention)).await {
                     Ok(0) => {}
                     Ok(forgotten) => tracing::info!(forgotten, "audit events past the retention forgotten"),
                     Err(error) => tracing::warn!(%error, "forgetting old audit events failed"),
                 },
+            }
+            // Everything waiting, a batch at a time.
+            loop {
+                while batch.len() < BATCH {
+                    let Ok(event) = receiver.try_recv() else { break };
+                    batch.push(event);
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                write(&store, &mut batch).await;
             }
         }
     }

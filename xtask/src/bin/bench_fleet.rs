@@ -103,6 +103,16 @@ async fn bench(total: usize, grpcs: bool) -> Result<()> {
         .context("binary directory")?
         .to_path_buf();
     let files = raise_open_files(total)?;
+    // One socket per agent on each side, and room for kas's database,
+    // repositories, listeners and git processes.
+    let needed = total as u64 + 500;
+    anyhow::ensure!(
+        files >= needed,
+        "{total} agents need {needed} open files in kas and in this process, but the limit is {files} and this \
+         process may not raise its hard limit (it lacks CAP_SYS_RESOURCE): run as root on a machine that allows it, \
+         or with --agents {}",
+        files.saturating_sub(500)
+    );
     println!("open-files limit raised to {files} (kas inherits it)");
     let metrics_port = glagent_test_support::free_port();
     let agent_port = glagent_test_support::free_port();

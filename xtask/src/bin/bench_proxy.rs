@@ -111,8 +111,8 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
-/// The kube-apiserver serving on `port`.
-fn api_server_pid(port: u16) -> Result<u32> {
+/// The first process whose command line `matches`.
+fn find_process(matches: impl Fn(&[String]) -> bool) -> Result<Option<(u32, Vec<String>)>> {
     for entry in std::fs::read_dir("/proc")? {
         let entry = entry?;
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -125,13 +125,31 @@ fn api_server_pid(port: u16) -> Result<u32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).to_string())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("kube-apiserver"))
-            && args.iter().any(|a| a == &format!("--secure-port={port}"))
-        {
-            return Ok(pid);
+        if matches(&args) {
+            return Ok(Some((pid, args)));
         }
     }
-    anyhow::bail!("no kube-apiserver process with --secure-port={port}")
+    Ok(None)
+}
+
+/// The kube-apiserver serving on `port`, and the etcd behind it.
+fn control_plane_pids(port: u16) -> Result<(u32, u32)> {
+    let (api_server, args) = find_process(|args| {
+        args.first().is_some_and(|a| a.ends_with("kube-apiserver"))
+            && args.iter().any(|a| a == &format!("--secure-port={port}"))
+    })?
+    .with_context(|| format!("no kube-apiserver process with --secure-port={port}"))?;
+    let servers = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--etcd-servers="))
+        .context("the API server's --etcd-servers")?
+        .to_string();
+    let (etcd, _) = find_process(|args| {
+        args.first().is_some_and(|a| a.ends_with("etcd"))
+            && args.iter().any(|a| a == &format!("--listen-client-urls={servers}"))
+    })?
+    .with_context(|| format!("no etcd listening on {servers}"))?;
+    Ok((api_server, etcd))
 }
 
 /// What one path's GETs cost: CPU per GET of each process on it, one GET
@@ -140,6 +158,9 @@ fn api_server_pid(port: u16) -> Result<u32> {
 struct Cost {
     cpu_per_get: Vec<(&'static str, Duration)>,
     throughput: Vec<(usize, f64, Duration)>,
+    /// CPU per GET of each process, and of this client, at the highest
+    /// concurrency: what bounds the throughput on two cores.
+    cpu_per_get_loaded: Vec<(&'static str, Duration)>,
 }
 
 const COST_GETS: usize = 2000;
@@ -159,8 +180,18 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
         cpu_per_get.push((*name, cpu_time(*pid)?.saturating_sub(before) / COST_GETS as u32));
     }
     let mut throughput = Vec::new();
+    let mut cpu_per_get_loaded = Vec::new();
+    let with_client: Vec<(&'static str, u32)> = processes
+        .iter()
+        .copied()
+        .chain([("client", std::process::id())])
+        .collect();
     for concurrency in CONCURRENCY {
         let total = (concurrency * 250).max(2000);
+        let before: Vec<Duration> = with_client
+            .iter()
+            .map(|(_, pid)| cpu_time(*pid))
+            .collect::<Result<_>>()?;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let start = Instant::now();
         let workers = (0..concurrency).map(|_| {
@@ -182,11 +213,18 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
             .flatten()
             .collect();
         let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
+        if concurrency == CONCURRENCY[CONCURRENCY.len() - 1] {
+            cpu_per_get_loaded.clear();
+            for ((name, pid), before) in with_client.iter().zip(before) {
+                cpu_per_get_loaded.push((*name, cpu_time(*pid)?.saturating_sub(before) / samples.len() as u32));
+            }
+        }
         throughput.push((concurrency, rate, percentile(&mut samples, 99)));
     }
     Ok(Cost {
         cpu_per_get,
         throughput,
+        cpu_per_get_loaded,
     })
 }
 
@@ -468,21 +506,26 @@ async fn bench() -> Result<()> {
             .unwrap_or_default()
     );
     // What a GET costs on each path, and throughput under concurrency.
-    let api_server = api_server_pid(api_port)?;
+    let (api_server, etcd) = control_plane_pids(api_port)?;
     let pid = |pid: Option<u32>| pid.context("a running process");
     let costs = [
-        (&direct, vec![("API server", api_server)]),
+        (&direct, vec![("API server", api_server), ("etcd", etcd)]),
         (
             &via,
             vec![
                 ("kas", pid(kas.pid())?),
                 ("agentk", pid(agentk.pid())?),
                 ("API server", api_server),
+                ("etcd", etcd),
             ],
         ),
         (
             &kproxy,
-            vec![("kubectl proxy", kubectl_proxy.id()), ("API server", api_server)],
+            vec![
+                ("kubectl proxy", kubectl_proxy.id()),
+                ("API server", api_server),
+                ("etcd", etcd),
+            ],
         ),
         (
             &unaudited,
@@ -490,6 +533,7 @@ async fn bench() -> Result<()> {
                 ("kas", pid(quiet_kas.pid())?),
                 ("agentk", pid(quiet_agentk.pid())?),
                 ("API server", api_server),
+                ("etcd", etcd),
             ],
         ),
     ];
@@ -506,18 +550,28 @@ async fn bench() -> Result<()> {
             .iter()
             .map(|(c, rate, p99)| format!("{c}: {rate:.0}/s p99 {:.2} ms", ms(*p99)))
             .collect();
+        let loaded: Vec<String> = cost
+            .cpu_per_get_loaded
+            .iter()
+            .map(|(name, cpu)| format!("{name} {:.0} µs", cpu.as_secs_f64() * 1e6))
+            .collect();
+        let total: f64 = cost.cpu_per_get_loaded.iter().map(|(_, cpu)| cpu.as_secs_f64()).sum();
         println!(
-            "{:>13}: CPU per GET {}; concurrent GETs {}",
+            "{:>13}: CPU per GET {}; concurrent GETs {}; CPU per GET at {}: {} (all {:.0} µs: two cores allow {:.0}/s)",
             path.name,
             cpu.join(", "),
-            rates.join(", ")
+            rates.join(", "),
+            CONCURRENCY[CONCURRENCY.len() - 1],
+            loaded.join(", "),
+            total * 1e6,
+            2.0 / total,
         );
         measured.push(cost);
     }
     let proxy_cpu = |cost: &Cost| -> f64 {
         cost.cpu_per_get
             .iter()
-            .filter(|(name, _)| *name != "API server")
+            .filter(|(name, _)| !matches!(*name, "API server" | "etcd"))
             .map(|(_, cpu)| cpu.as_secs_f64() * 1e6)
             .sum()
     };

@@ -206,3 +206,86 @@ async fn the_configuration_at_head_follows_the_default_branch() {
         }
     }
 }
+
+fn audit_event(agent_id: i64, n: i64) -> glagent_store::NewAuditEvent {
+    glagent_store::NewAuditEvent {
+        agent_id,
+        started_at: glagent_store::Timestamp::now(),
+        credential: "personal_access_token".into(),
+        user_id: 1,
+        username: "root".into(),
+        project_id: None,
+        pipeline_id: None,
+        job_id: None,
+        impersonated: None,
+        verb: "get".into(),
+        path: format!("/api/v1/namespaces/default/configmaps/c{n}"),
+        status: 200,
+        duration_us: 1000,
+    }
+}
+
+async fn audited(store: &Store, agent_id: i64) -> i64 {
+    let page = glagent_store::Page { page: 1, per_page: 1 };
+    store.audit_events(agent_id, page).await.unwrap().total
+}
+
+#[tokio::test]
+async fn the_audit_log_gathers_a_trickle_for_a_second_writes_a_full_batch_at_once_and_the_rest_on_stop() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let services = services(dir.path()).await;
+    let store = services.store.clone();
+    let audit = std::sync::Arc::new(glagent_services::audit::AuditLog::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn({
+        let (audit, store) = (audit.clone(), store.clone());
+        async move {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            audit.write_until(store, Duration::from_secs(86_400), stopped).await;
+        }
+    });
+    let until = async |count: i64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while audited(&store, 7).await < count {
+            assert!(Instant::now() < deadline, "{count} audit events stored");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+
+    // One request: gathered with whatever follows for up to a second.
+    let first = Instant::now();
+    audit.record(audit_event(7, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(audited(&store, 7).await, 0, "an event is gathered, not written alone");
+    until(1).await;
+    assert!(
+        first.elapsed() >= Duration::from_millis(900),
+        "written after {:?}",
+        first.elapsed()
+    );
+
+    // A batch's worth waiting is written without waiting out the second.
+    let burst = Instant::now();
+    audit.record(audit_event(7, 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 2..=600 {
+        audit.record(audit_event(7, n));
+    }
+    until(601).await;
+    assert!(
+        burst.elapsed() < Duration::from_millis(900),
+        "600 events took {:?}",
+        burst.elapsed()
+    );
+
+    // On stop, what waits is written before the writer ends.
+    for n in 601..604 {
+        audit.record(audit_event(7, n));
+    }
+    stop.send(()).unwrap();
+    writer.await.unwrap();
+    assert_eq!(audited(&store, 7).await, 604);
+}
