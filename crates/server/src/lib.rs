@@ -45,11 +45,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::args::{AdminCommand, Cli, Command, ServeArgs, StorageArgs};
 
 /// Logs to stderr in `format`; the level comes from `RUST_LOG` (default
-/// `info`). Database statements are timed into the metrics.
+/// `info`). The `audit` target (a line per proxied request) is off unless
+/// `RUST_LOG` names it. Database statements are timed into the metrics.
 pub fn init_logging(format: LogFormat) {
     glagent_telemetry::logging::init(Logging {
         format,
-        quiet: "",
+        quiet: "audit=off",
         database_metrics: Some(glagent_telemetry::metrics::kas()),
     });
 }

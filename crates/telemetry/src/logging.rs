@@ -60,7 +60,8 @@ type Reload = dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync;
 #[derive(Clone)]
 pub struct LogLevel {
     reload: Option<Arc<Reload>>,
-    quiet: &'static str,
+    /// The quiet directives `RUST_LOG` did not override.
+    quiet: String,
 }
 
 impl fmt::Debug for LogLevel {
@@ -76,22 +77,17 @@ impl LogLevel {
     pub fn detached() -> LogLevel {
         LogLevel {
             reload: None,
-            quiet: "",
+            quiet: String::new(),
         }
     }
 
     /// Sets the level (`debug`, `info`, `warn`, `error`); the libraries
     /// named quiet at [`init`] stay at `warn`.
     pub fn set(&self, level: &str) {
-        if let Some(reload) = &self.reload {
-            let directives = if self.quiet.is_empty() {
-                level.to_string()
-            } else {
-                format!("{level},{}", self.quiet)
-            };
-            if let Err(error) = reload(EnvFilter::new(directives)) {
-                tracing::warn!(%error, "could not change the log level");
-            }
+        if let Some(reload) = &self.reload
+            && let Err(error) = reload(EnvFilter::new(with_quiet(level, &self.quiet)))
+        {
+            tracing::warn!(%error, "could not change the log level");
         }
     }
 }
@@ -100,20 +96,41 @@ impl LogLevel {
 #[derive(Clone, Copy, Debug)]
 pub struct Logging {
     pub format: LogFormat,
-    /// Directives added to the level, e.g. `h2=warn` for chatty libraries.
+    /// Directives added to the level, e.g. `h2=warn` for chatty libraries
+    /// or `audit=off` for a target only wanted when asked for; one that
+    /// `RUST_LOG` names itself gives way to it.
     pub quiet: &'static str,
     /// Database statements timed into these metrics (kas).
     pub database_metrics: Option<&'static Kas>,
 }
 
-/// Installs the subscriber: level from `RUST_LOG`, default `info`.
-pub fn init(logging: Logging) -> LogLevel {
-    let default = if logging.quiet.is_empty() {
-        "info".to_string()
+/// The `quiet` directives whose target `directives` does not name.
+fn unnamed_quiet(directives: &str, quiet: &str) -> String {
+    let target = |directive: &str| directive.split('=').next().unwrap_or_default().trim().to_string();
+    let named: Vec<String> = directives.split(',').map(target).collect();
+    quiet
+        .split(',')
+        .filter(|directive| !directive.is_empty() && !named.contains(&target(directive)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `level` followed by `quiet`.
+fn with_quiet(level: &str, quiet: &str) -> String {
+    if quiet.is_empty() {
+        level.to_string()
     } else {
-        format!("info,{}", logging.quiet)
-    };
-    let initial = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+        format!("{level},{quiet}")
+    }
+}
+
+/// Installs the subscriber: level from `RUST_LOG`, default `info`, with
+/// the quiet directives `RUST_LOG` does not override.
+pub fn init(logging: Logging) -> LogLevel {
+    let asked = std::env::var("RUST_LOG").ok().filter(|v| EnvFilter::try_new(v).is_ok());
+    let level = asked.unwrap_or_else(|| "info".to_string());
+    let quiet = unnamed_quiet(&level, logging.quiet);
+    let initial = EnvFilter::new(with_quiet(&level, &quiet));
     let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match logging.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -136,7 +153,7 @@ pub fn init(logging: Logging) -> LogLevel {
     tracing_subscriber::registry().with(lines).with(queries).init();
     LogLevel {
         reload: Some(Arc::new(move |filter| handle.reload(filter))),
-        quiet: logging.quiet,
+        quiet,
     }
 }
 
@@ -274,6 +291,19 @@ fn statement_kind(summary: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_directives_give_way_to_the_targets_rust_log_names() {
+        let quiet = "audit=off,h2=warn";
+        assert_eq!(unnamed_quiet("info", quiet), "audit=off,h2=warn");
+        assert_eq!(unnamed_quiet("debug,audit=info", quiet), "h2=warn");
+        assert_eq!(unnamed_quiet("h2 = trace,audit", quiet), "");
+        assert_eq!(
+            with_quiet("info", &unnamed_quiet("info,audit=info", quiet)),
+            "info,h2=warn"
+        );
+        assert_eq!(with_quiet("warn", ""), "warn");
+    }
 
     #[test]
     fn formats_parse_with_a_clear_refusal() {
