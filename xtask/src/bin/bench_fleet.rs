@@ -103,15 +103,18 @@ async fn bench(total: usize, grpcs: bool) -> Result<()> {
         .context("binary directory")?
         .to_path_buf();
     let files = raise_open_files(total)?;
-    // One socket per agent on each side, and room for kas's database,
+    // One socket per agent on each side; here also both ends of the
+    // connection each of the 1,000 agents that serve the proxied GETs
+    // opens to the fake Kubernetes API; room for kas's database,
     // repositories, listeners and git processes.
-    let needed = total as u64 + 500;
+    let headroom = 2 * BIG_PROJECT as u64 + 500;
+    let needed = total as u64 + headroom;
     anyhow::ensure!(
         files >= needed,
         "{total} agents need {needed} open files in kas and in this process, but the limit is {files} and this \
          process may not raise its hard limit (it lacks CAP_SYS_RESOURCE): run as root on a machine that allows it, \
          or with --agents {}",
-        files.saturating_sub(500)
+        files.saturating_sub(headroom)
     );
     println!("open-files limit raised to {files} (kas inherits it)");
     let metrics_port = glagent_test_support::free_port();
