@@ -179,18 +179,35 @@ impl Repos {
         }
     }
 
-    /// The commit a branch points at, read from its loose ref file when it
-    /// has one (no git process: the agents' sessions ask this often), else
-    /// from git (packed refs, a missing branch).
+    /// The commit a branch points at, read from its loose ref file or the
+    /// repository's `packed-refs` (no git process: the agents' sessions
+    /// ask this often, and every process kas starts costs it in proportion
+    /// to the connections it holds, closed in the child at `exec`), else
+    /// from git (a symbolic ref, the reftable format).
     pub async fn branch_tip(&self, project_id: i64, branch: &str) -> Result<Option<String>, GitError> {
-        let file = self.path(project_id).join("refs/heads").join(branch);
-        if let Ok(text) = tokio::fs::read_to_string(&file).await {
-            let sha = text.trim();
-            if sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Ok(Some(sha.to_string()));
+        let repo = self.path(project_id);
+        let name = format!("refs/heads/{branch}");
+        if let Ok(text) = tokio::fs::read_to_string(repo.join(&name)).await {
+            if let Some(id) = object_id(text.trim()) {
+                return Ok(Some(id));
+            }
+            return self.resolve(project_id, &name).await;
+        }
+        if !tokio::fs::try_exists(repo.join("reftable")).await.unwrap_or(true) {
+            match tokio::fs::read_to_string(repo.join("packed-refs")).await {
+                Ok(packed) => return Ok(packed_ref(&packed, &name)),
+                // Neither file: the branch does not exist (yet), in a
+                // repository that does.
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound
+                        && tokio::fs::try_exists(repo.join("HEAD")).await.unwrap_or(false) =>
+                {
+                    return Ok(None);
+                }
+                Err(_) => {}
             }
         }
-        self.resolve(project_id, &format!("refs/heads/{branch}")).await
+        self.resolve(project_id, &name).await
     }
 
     /// Reads a file at a revision; `None` when the revision or file is absent.
@@ -496,6 +513,22 @@ async fn run_git(dir: &Path, args: &[&str], env: &[(&str, String)], stdin: Optio
     Ok(output.stdout)
 }
 
+/// `text` when it is a full object id (40 hex digits).
+fn object_id(text: &str) -> Option<String> {
+    (text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_string())
+}
+
+/// The object `name` points at in a `packed-refs` file.
+fn packed_ref(packed: &str, name: &str) -> Option<String> {
+    packed
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.starts_with('^'))
+        .find_map(|line| match line.split_once(' ') {
+            Some((id, refname)) if refname == name => object_id(id),
+            _ => None,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +571,52 @@ mod tests {
             message,
             author,
         }
+    }
+
+    #[tokio::test]
+    async fn a_branch_tip_is_read_from_its_loose_ref_or_packed_refs_and_a_missing_branch_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = Repos::new(dir.path().to_path_buf()).unwrap();
+        repos.create(1, "main").await.unwrap();
+        assert_eq!(repos.branch_tip(1, "main").await.unwrap(), None, "no commit yet");
+        let author = Author {
+            name: "A".into(),
+            email: "a@example.com".into(),
+        };
+        let first = repos
+            .commit_file(
+                1,
+                commit("main", "f.txt", FileChange::Create(b"one".to_vec()), "add", &author),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            repos.branch_tip(1, "main").await.unwrap().as_deref(),
+            Some(first.after.as_str())
+        );
+        // As `git gc` leaves it: the branch only in packed-refs.
+        let repo = dir.path().join("1.git");
+        let packed = std::process::Command::new("git")
+            .args(["pack-refs", "--all", "--prune"])
+            .current_dir(&repo)
+            .status()
+            .unwrap();
+        assert!(packed.success());
+        assert!(!repo.join("refs/heads/main").exists(), "the loose ref is gone");
+        assert_eq!(
+            repos.branch_tip(1, "main").await.unwrap().as_deref(),
+            Some(first.after.as_str())
+        );
+        assert_eq!(repos.branch_tip(1, "other").await.unwrap(), None);
+        assert_eq!(packed_ref("# pack-refs with: peeled\n", "refs/heads/main"), None);
+        let line = format!(
+            "{} refs/heads/main-2\n{} refs/heads/main\n^{}\n",
+            ZERO_SHA, first.after, ZERO_SHA
+        );
+        assert_eq!(
+            packed_ref(&line, "refs/heads/main").as_deref(),
+            Some(first.after.as_str())
+        );
     }
 
     #[tokio::test]

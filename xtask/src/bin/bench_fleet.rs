@@ -385,8 +385,13 @@ async fn proxied_gets(kas: &Kas, agents: &[i64]) -> Result<Proxied> {
             async move {
                 let sent = Instant::now();
                 let response = http.get(&url).bearer_auth(credential).send().await?;
-                anyhow::ensure!(response.status().is_success(), "a proxied GET: {}", response.status());
-                response.bytes().await?;
+                let status = response.status();
+                let body = response.bytes().await?;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "a proxied GET: {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
                 Ok(sent.elapsed().as_secs_f64() * 1000.0)
             }
         })
