@@ -164,6 +164,40 @@ struct Cost {
 }
 
 const COST_GETS: usize = 2000;
+/// Rounds of the cost phase, the paths taking turns.
+const COST_ROUNDS: usize = 3;
+
+/// The median of each figure over the rounds of one path.
+fn median_cost(rounds: Vec<Cost>) -> Cost {
+    fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        values[values.len() / 2]
+    }
+    let first = &rounds[0];
+    let cpu = |pick: fn(&Cost) -> &Vec<(&'static str, Duration)>| -> Vec<(&'static str, Duration)> {
+        pick(first)
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (*name, median(rounds.iter().map(|r| pick(r)[i].1).collect())))
+            .collect()
+    };
+    Cost {
+        cpu_per_get: cpu(|c| &c.cpu_per_get),
+        cpu_per_get_loaded: cpu(|c| &c.cpu_per_get_loaded),
+        throughput: first
+            .throughput
+            .iter()
+            .enumerate()
+            .map(|(i, (concurrency, _, _))| {
+                (
+                    *concurrency,
+                    median(rounds.iter().map(|r| r.throughput[i].1).collect()),
+                    median(rounds.iter().map(|r| r.throughput[i].2).collect()),
+                )
+            })
+            .collect(),
+    }
+}
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
 
 async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) -> Result<Cost> {
@@ -537,9 +571,19 @@ async fn bench() -> Result<()> {
             ],
         ),
     ];
+    // The paths take turns, round after round, and each figure is the
+    // median of its rounds: the machine's state drifts by more than the
+    // differences measured (the same path's CPU per GET moved by half
+    // between runs measured one path after the other).
+    let mut rounds: Vec<Vec<Cost>> = costs.iter().map(|_| Vec::new()).collect();
+    for _ in 0..COST_ROUNDS {
+        for ((path, processes), round) in costs.iter().zip(&mut rounds) {
+            round.push(bench_cost(path, processes, &ns).await?);
+        }
+    }
     let mut measured = Vec::new();
-    for (path, processes) in &costs {
-        let cost = bench_cost(path, processes, &ns).await?;
+    for ((path, _), round) in costs.iter().zip(rounds) {
+        let cost = median_cost(round);
         let cpu: Vec<String> = cost
             .cpu_per_get
             .iter()
