@@ -1278,7 +1278,7 @@ impl Store {
 /// The audit log of proxied requests.
 impl Store {
     /// Stores a batch of audit events: one transaction, a statement per
-    /// hundred events.
+    /// ten events.
     pub async fn record_audit_events(&self, events: &[NewAuditEvent]) -> Result<()> {
         const COLUMNS: usize = 13;
         // Ten rows per statement: SQLite finds a numbered parameter's name

@@ -81,8 +81,8 @@ impl LogLevel {
         }
     }
 
-    /// Sets the level (`debug`, `info`, `warn`, `error`); the libraries
-    /// named quiet at [`init`] stay at `warn`.
+    /// Sets the level (`debug`, `info`, `warn`, `error`); the quiet
+    /// directives of [`init`] that `RUST_LOG` did not override stay.
     pub fn set(&self, level: &str) {
         if let Some(reload) = &self.reload
             && let Err(error) = reload(EnvFilter::new(with_quiet(level, &self.quiet)))

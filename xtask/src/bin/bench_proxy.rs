@@ -199,6 +199,8 @@ fn median_cost(rounds: Vec<Cost>) -> Cost {
     }
 }
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
+/// The concurrency at which each process's CPU per GET is also measured.
+const LOADED: usize = CONCURRENCY[CONCURRENCY.len() - 1];
 
 async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) -> Result<Cost> {
     let url = format!("/api/v1/namespaces/{ns}/configmaps/target");
@@ -247,8 +249,7 @@ async fn bench_cost(path: &Path, processes: &[(&'static str, u32)], ns: &str) ->
             .flatten()
             .collect();
         let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
-        if concurrency == CONCURRENCY[CONCURRENCY.len() - 1] {
-            cpu_per_get_loaded.clear();
+        if concurrency == LOADED {
             for ((name, pid), before) in with_client.iter().zip(before) {
                 cpu_per_get_loaded.push((*name, cpu_time(*pid)?.saturating_sub(before) / samples.len() as u32));
             }
@@ -605,7 +606,7 @@ async fn bench() -> Result<()> {
             path.name,
             cpu.join(", "),
             rates.join(", "),
-            CONCURRENCY[CONCURRENCY.len() - 1],
+            LOADED,
             loaded.join(", "),
             total * 1e6,
             2.0 / total,
