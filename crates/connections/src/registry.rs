@@ -25,6 +25,11 @@ pub struct AgentConnection {
     pub info: Mutex<Option<AgentInfo>>,
     /// The projects the agent's Flux GitRepository objects point at.
     pub flux_projects: Mutex<Vec<String>>,
+    /// The commit of the configuration last sent to the agent (`""` for a
+    /// branch without commits), `None` before the first: the upkeep's
+    /// configuration poll wakes the connection when its project's branch
+    /// tip is another.
+    pub sent_commit: Mutex<Option<String>>,
     pub sender: SendRequest<Body>,
     /// Cancelled to close the connection (token revoked, agent deleted).
     pub close: CancellationToken,
@@ -348,10 +353,66 @@ impl AgentRegistry {
     }
 }
 
+/// Connections for the crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    /// A connection of `agent_id` (configuration in `project_id`) in the
+    /// registry, whose far side is a real HTTP/2 server on a pipe, with the
+    /// receiver of its wakes; the returned task is that server, abort it to
+    /// make the agent go away.
+    pub(crate) async fn connection(
+        registry: &AgentRegistry,
+        agent_id: i64,
+        project_id: i64,
+        token_id: i64,
+    ) -> (
+        Arc<AgentConnection>,
+        tokio::sync::mpsc::UnboundedReceiver<Wake>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let server = tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server_io), service)
+                .await;
+        });
+        let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Body>(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        tokio::spawn(driver);
+        let (wake, wakes) = tokio::sync::mpsc::unbounded_channel();
+        let connection = Arc::new(AgentConnection {
+            key: registry.next_key(),
+            agent_id,
+            project_id,
+            token_id,
+            connection_id: 0,
+            connected_at: Timestamp::now(),
+            info: Mutex::new(None),
+            flux_projects: Mutex::new(Vec::new()),
+            sent_commit: Mutex::new(None),
+            sender,
+            close: CancellationToken::new(),
+            wake,
+            open_streams: Default::default(),
+            replaced: Default::default(),
+            revoked: Default::default(),
+        });
+        registry.insert(connection.clone());
+        (connection, wakes, server)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     /// A connection whose far side is a real HTTP/2 server on a pipe; the
     /// returned task is that server, abort it to make the agent go away.
@@ -367,37 +428,7 @@ mod tests {
         agent_id: i64,
         token_id: i64,
     ) -> (Arc<AgentConnection>, tokio::task::JoinHandle<()>) {
-        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
-        let server = tokio::spawn(async move {
-            let service = hyper::service::service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
-            });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(server_io), service)
-                .await;
-        });
-        let (sender, driver) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Body>(TokioIo::new(client_io))
-            .await
-            .unwrap();
-        tokio::spawn(driver);
-        let connection = Arc::new(AgentConnection {
-            key: registry.next_key(),
-            agent_id,
-            project_id: 1,
-            token_id,
-            connection_id: 0,
-            connected_at: Timestamp::now(),
-            info: Mutex::new(None),
-            flux_projects: Mutex::new(Vec::new()),
-            sender,
-            close: CancellationToken::new(),
-            wake: tokio::sync::mpsc::unbounded_channel().0,
-            open_streams: Default::default(),
-            replaced: Default::default(),
-            revoked: Default::default(),
-        });
-        registry.insert(connection.clone());
+        let (connection, _wakes, server) = testing::connection(registry, agent_id, 1, token_id).await;
         (connection, server)
     }
 

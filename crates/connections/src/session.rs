@@ -29,11 +29,6 @@ use crate::registry::{AgentConnection, Wake};
 
 /// How often the agent's metadata is refreshed (the agent "re-registers").
 const INFO_REFRESH: Duration = Duration::from_secs(300);
-/// The safety-net poll of the configuration file, for changes no push
-/// announced (pushes reach the connection at once, on every replica
-/// through `services::repository::relay_pushes_forever`); each connection
-/// polls at its own random phase so that many do not poll together.
-const CONFIG_POLL: Duration = Duration::from_secs(900);
 /// How long one request to the agent may take.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// kas pings an agent whose connection has been silent this long (as
@@ -101,6 +96,7 @@ where
         connected_at: glagent_store::Timestamp::now(),
         info: Mutex::new(None),
         flux_projects: Mutex::new(Vec::new()),
+        sent_commit: Mutex::new(None),
         sender,
         close,
         wake,
@@ -133,7 +129,6 @@ where
         registry: connections.registry.clone(),
         agent,
         connection: connection.clone(),
-        last_commit: None,
     };
     session.refresh_info().await;
     let pod = connection
@@ -151,10 +146,9 @@ where
     let mut flux = Some(tokio::spawn(follow_flux_projects(connection.clone())));
 
     let mut info_tick = tokio::time::interval_at(tokio::time::Instant::now() + INFO_REFRESH, INFO_REFRESH);
-    let phase = CONFIG_POLL.mul_f64(rand::random::<f64>());
-    let mut poll_tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, CONFIG_POLL);
-    // Revocations, deletions and the use of the token are the replica's
-    // upkeep (`crate::upkeep`): nothing here queries the store while idle.
+    // Revocations, deletions, the use of the token and the safety-net poll
+    // of the configuration are the replica's upkeep (`crate::upkeep`):
+    // nothing here queries the store while idle.
     let reason = loop {
         tokio::select! {
             result = &mut driver => break match result {
@@ -184,7 +178,6 @@ where
                 None => break "kas is shutting down".to_string(),
             },
             _ = info_tick.tick(), if !connection.replaced.is_cancelled() => session.refresh_info().await,
-            _ = poll_tick.tick(), if !connection.replaced.is_cancelled() => session.send_config_if_changed(Instant::now()).await,
         }
     };
     connections.registry.remove(connection.key);
@@ -266,7 +259,6 @@ struct Session {
     registry: Arc<crate::registry::AgentRegistry>,
     agent: Agent,
     connection: Arc<AgentConnection>,
-    last_commit: Option<String>,
 }
 
 impl Session {
@@ -374,8 +366,13 @@ impl Session {
                 return;
             }
         };
-        let known = self.last_commit.as_deref();
-        let head = match self.services.configs.at_head_unless(&project, &self.agent, known).await {
+        let known = self.connection.sent_commit.lock().clone();
+        let head = match self
+            .services
+            .configs
+            .at_head_unless(&project, &self.agent, known.as_deref())
+            .await
+        {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(error) => {
@@ -420,7 +417,7 @@ impl Session {
             Ok((status, _)) if status.is_success() => {
                 kas().configuration_pushed(since.elapsed());
                 tracing::info!(agent_id = self.agent.id, commit = %commit, "configuration sent to the agent");
-                self.last_commit = Some(commit);
+                *self.connection.sent_commit.lock() = Some(commit);
             }
             Ok((status, body)) => tracing::warn!(
                 agent_id = self.agent.id,

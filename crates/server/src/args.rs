@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// deletes it, so that it does not hold one of the agent's two places.
     #[arg(long, env = "KAS_UNDELIVERED_TOKEN_GRACE", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(5..))]
     pub undelivered_token_grace: u64,
+    /// Seconds between the checks of every connected agent's configuration
+    /// project for commits no push announced (a push reaches agents at
+    /// once; this catches what bypassed kas). One batched read of the
+    /// projects and of their branch tips, however many agents are
+    /// connected; upstream's `agent.configuration.poll_period`.
+    #[arg(long, env = "KAS_CONFIG_POLL_PERIOD", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub config_poll_period: u64,
     /// Whether agents may be receptive (kas dials them): GitLab's
     /// `receptive_cluster_agents_enabled`. When off, the URL
     /// configurations API answers 404.

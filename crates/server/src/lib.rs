@@ -240,6 +240,7 @@ async fn serve(storage: StorageArgs, args: ServeArgs) -> Result<()> {
         audit_log: args.audit_log,
         audit_retention: Duration::from_secs(u64::from(args.audit_retention_days) * 86_400),
         undelivered_token_grace: Duration::from_secs(args.undelivered_token_grace),
+        config_poll_period: Duration::from_secs(args.config_poll_period),
     };
     let services = Services::new(
         store.clone(),

@@ -76,8 +76,8 @@ impl AgentConfigs {
     }
 
     /// The same, only when HEAD is no longer `known` (the commit of the
-    /// configuration a connection sent last): one `git rev-parse` when
-    /// nothing moved.
+    /// configuration a connection sent last, `""` for a branch without
+    /// commits): one read of the branch's ref when nothing moved.
     pub async fn at_head_unless(
         &self,
         project: &Project,
@@ -95,7 +95,9 @@ impl AgentConfigs {
         self.readers.lock().entry(project_id).or_default().clone()
     }
 
-    async fn head(&self, project: &Project) -> Result<Option<String>, GitError> {
+    /// The commit at the tip of the project's default branch (`None` while
+    /// the branch does not exist): what `known` is compared with.
+    pub async fn head(&self, project: &Project) -> Result<Option<String>, GitError> {
         let read = self.heads.lock().entry(project.id).or_default().clone();
         let head = read
             .get_or_try_init(|| self.repos.branch_tip(project.id, &project.default_branch))

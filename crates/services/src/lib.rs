@@ -76,6 +76,10 @@ pub struct Settings {
     /// How long a token kas stored but did not finish sending (it stopped
     /// while answering) waits for its first use before it is deleted.
     pub undelivered_token_grace: std::time::Duration,
+    /// How often the replica compares the branch tip of every project its
+    /// agents' configurations live in with what it sent them, for changes
+    /// no push announced (upstream's `agent.configuration.poll_period`).
+    pub config_poll_period: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
             audit_log: true,
             audit_retention: std::time::Duration::from_secs(30 * 86_400),
             undelivered_token_grace: std::time::Duration::from_secs(3_600),
+            config_poll_period: std::time::Duration::from_secs(300),
         }
     }
 }

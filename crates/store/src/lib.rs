@@ -472,6 +472,22 @@ impl Store {
             .await?)
     }
 
+    /// The projects of `ids` that exist, by id (read in batches of 500).
+    pub async fn projects_by_ids(&self, ids: &[i64]) -> Result<Vec<Project>> {
+        let mut projects = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            // Ids are integers the caller holds, never text from a request.
+            let found = sqlx::query_as::<_, Project>(sqlx::AssertSqlSafe(format!(
+                "SELECT * FROM projects WHERE id IN ({list}) ORDER BY id"
+            )))
+            .fetch_all(&self.pool)
+            .await?;
+            projects.extend(found);
+        }
+        Ok(projects)
+    }
+
     pub async fn projects_in_namespace(&self, namespace_id: i64) -> Result<Vec<Project>> {
         Ok(
             sqlx::query_as::<_, Project>("SELECT * FROM projects WHERE namespace_id = $1 ORDER BY id")
