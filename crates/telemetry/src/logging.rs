@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -84,10 +84,12 @@ impl LogLevel {
     /// Sets the level (`debug`, `info`, `warn`, `error`); the quiet
     /// directives of [`init`] that `RUST_LOG` did not override stay.
     pub fn set(&self, level: &str) {
-        if let Some(reload) = &self.reload
-            && let Err(error) = reload(EnvFilter::new(with_quiet(level, &self.quiet)))
-        {
-            tracing::warn!(%error, "could not change the log level");
+        let Some(reload) = &self.reload else { return };
+        let filter = EnvFilter::new(with_quiet(level, &self.quiet));
+        let bridged = log_level(filter.max_level_hint());
+        match reload(filter) {
+            Ok(()) => log::set_max_level(bridged),
+            Err(error) => tracing::warn!(%error, "could not change the log level"),
         }
     }
 }
@@ -131,6 +133,7 @@ pub fn init(logging: Logging) -> LogLevel {
     let level = asked.unwrap_or_else(|| "info".to_string());
     let quiet = unnamed_quiet(&level, logging.quiet);
     let initial = EnvFilter::new(with_quiet(&level, &quiet));
+    let bridged = log_level(initial.max_level_hint());
     let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match logging.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -151,9 +154,28 @@ pub fn init(logging: Logging) -> LogLevel {
         .database_metrics
         .map(|kas| DatabaseQueries(kas).with_filter(Targets::new().with_target("sqlx::query", Level::TRACE)));
     tracing_subscriber::registry().with(lines).with(queries).init();
+    // `init` opens the bridge for the `log` crate's records (tungstenite's,
+    // rustls's) at the most verbose level of any layer, and the database
+    // layer takes TRACE: each `log::trace!` on a library's hot path then
+    // went through every filter (1.3 % of kas's CPU under proxy load).
+    // Only the lines read those records: the bridge takes their level.
+    log::set_max_level(bridged);
     LogLevel {
         reload: Some(Arc::new(move |filter| handle.reload(filter))),
         quiet,
+    }
+}
+
+/// The `log` crate's level for a tracing filter's most verbose one.
+fn log_level(hint: Option<LevelFilter>) -> log::LevelFilter {
+    match hint {
+        Some(LevelFilter::OFF) => log::LevelFilter::Off,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        // TRACE, or a filter that cannot say (a span's field decides).
+        _ => log::LevelFilter::Trace,
     }
 }
 
@@ -303,6 +325,16 @@ mod tests {
             "info,h2=warn"
         );
         assert_eq!(with_quiet("warn", ""), "warn");
+    }
+
+    #[test]
+    fn log_records_are_admitted_at_the_lines_most_verbose_level_only() {
+        let level = |directives: &str| log_level(EnvFilter::new(directives).max_level_hint());
+        assert_eq!(level(&with_quiet("info", "audit=off,h2=warn")), log::LevelFilter::Info);
+        assert_eq!(level("warn,glagent_agent=debug"), log::LevelFilter::Debug);
+        assert_eq!(level("error"), log::LevelFilter::Error);
+        assert_eq!(level("off"), log::LevelFilter::Off);
+        assert_eq!(level("trace"), log::LevelFilter::Trace);
     }
 
     #[test]

@@ -731,4 +731,19 @@ async fn audit_events_are_kept_in_batches_read_newest_first_and_forgotten_after_
     assert_eq!(forgotten, 1);
     assert_eq!(store.audit_events(901, Page::default()).await.unwrap().total, 1);
     assert_eq!(store.audit_events(902, Page::default()).await.unwrap().total, 1);
+    // More rows than one statement holds: each row keeps its own values.
+    let many: Vec<NewAuditEvent> = (0..23)
+        .map(|i| NewAuditEvent {
+            path: format!("/api/v1/namespaces/n{i}/pods"),
+            duration_us: i,
+            ..event(903, "get", Timestamp::now())
+        })
+        .collect();
+    store.record_audit_events(&many).await.unwrap();
+    let page = store.audit_events(903, Page::default()).await.unwrap();
+    assert_eq!(page.total, 23);
+    assert!(!page.items.is_empty());
+    for item in &page.items {
+        assert_eq!(item.event, many[item.event.duration_us as usize]);
+    }
 }
