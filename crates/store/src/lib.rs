@@ -1311,9 +1311,12 @@ impl Store {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|row| {
                     let params: Vec<String> = (1..=COLUMNS)
-                        .map(|c| match anonymous {
-                            true => "?".to_string(),
-                            false => format!("${}", row * COLUMNS + c),
+                        .map(|c| {
+                            if anonymous {
+                                "?".to_string()
+                            } else {
+                                format!("${}", row * COLUMNS + c)
+                            }
                         })
                         .collect();
                     format!("({})", params.join(", "))

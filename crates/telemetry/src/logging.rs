@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_log::{AsLog, log};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -166,17 +167,10 @@ pub fn init(logging: Logging) -> LogLevel {
     }
 }
 
-/// The `log` crate's level for a tracing filter's most verbose one.
+/// The `log` crate's level for a tracing filter's most verbose one
+/// (TRACE when the filter cannot say: a span's field decides).
 fn log_level(hint: Option<LevelFilter>) -> log::LevelFilter {
-    match hint {
-        Some(LevelFilter::OFF) => log::LevelFilter::Off,
-        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
-        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
-        Some(LevelFilter::INFO) => log::LevelFilter::Info,
-        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
-        // TRACE, or a filter that cannot say (a span's field decides).
-        _ => log::LevelFilter::Trace,
-    }
+    hint.unwrap_or(LevelFilter::TRACE).as_log()
 }
 
 /// One JSON object per event.
